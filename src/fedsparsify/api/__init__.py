@@ -1,0 +1,1 @@
+"""The aggregator: FastAPI app factory, routes, schemas, storage and the round service."""

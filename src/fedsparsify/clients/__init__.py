@@ -1,0 +1,1 @@
+"""What a site runs: the REST client, the client runtime and the local simulation launcher."""

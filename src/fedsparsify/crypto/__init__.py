@@ -1,0 +1,1 @@
+"""CKKS presets, keys, envelopes, sparse packing, wire format and the homomorphic sum."""

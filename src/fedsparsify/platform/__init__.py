@@ -1,0 +1,1 @@
+"""Federated-learning core: specs, masks, pruning, schedules, models, training, data."""

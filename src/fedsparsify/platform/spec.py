@@ -1,0 +1,95 @@
+"""The federation spec: what every party of a federation agrees on before round 0.
+
+The aggregator stores it, serves it to clients, and clients build the same initial model,
+schedule and local training from it. It lives in ``platform`` (below ``api`` and ``clients``)
+because both sides of the wire must read it identically.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "FederationSpec",
+    "Method",
+    "ModelSpec",
+    "ScheduleSpec",
+    "TrainingSpec",
+]
+
+Method = Literal["fedsparsify-global", "fedsparsify-local", "random", "fedavg"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ScheduleSpec(_Frozen):
+    """Pruning schedule: a pure function of the round index (see ``platform.schedules``).
+
+    - ``none``: never prune (dense FedAvg).
+    - ``progressive``: every ``frequency`` rounds remove ``fraction`` of the weights still
+      non-zero, until ``target`` sparsity.
+    - ``cubic``: Zhu & Gupta, s_t = s_f + (s_i - s_f)(1 - (t - t0)/(T - t0))^3 with
+      s_f = ``target``, t0 = ``start_round``, T = ``end_round``, evaluated every ``frequency``.
+    - ``one-shot``: jump to ``target`` at ``start_round``.
+    """
+
+    kind: Literal["none", "progressive", "cubic", "one-shot"] = "progressive"
+    target: float = Field(0.9, ge=0.0, lt=1.0, description="final sparsity (fraction pruned)")
+    fraction: float = Field(0.2, gt=0.0, lt=1.0, description="progressive: share of the rest")
+    frequency: int = Field(1, ge=1, description="prune every this many rounds")
+    start_round: int = Field(1, ge=0, description="cubic t0 / one-shot round")
+    end_round: int | None = Field(None, ge=1, description="cubic T (default: rounds - 1)")
+
+
+class ModelSpec(_Frozen):
+    """Which network to build; every client builds it identically from the federation seed."""
+
+    kind: Literal["mlp", "cnn", "brainage"] = "brainage"
+    input_shape: tuple[int, ...] = (48, 56, 48)
+    width: int = Field(8, ge=1, description="brainage: filters of the first block")
+    hidden: int = Field(128, ge=1, description="mlp: hidden units")
+    num_classes: int = Field(10, ge=1, description="mlp/cnn: outputs")
+    output_bias: float | None = Field(None, description="brainage: initial output bias (mean age)")
+
+
+class TrainingSpec(_Frozen):
+    """Local training settings applied by every client."""
+
+    local_epochs: int = Field(1, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(0.01, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    proximal_mu: float = Field(0.0, ge=0.0, description="FedProx term; 0 disables it")
+
+
+class FederationSpec(_Frozen):
+    """Everything a federation is created with."""
+
+    name: str = Field(..., min_length=1, max_length=128)
+    rounds: int = Field(10, ge=1, le=10_000)
+    min_clients: int = Field(2, ge=1, description="clients needed before round 0 can start")
+    quorum: int = Field(2, ge=1, description="uploads needed to close a round at its deadline")
+    round_timeout_s: float = Field(600.0, gt=0.0)
+    auto_advance: bool = Field(True, description="start the next round when one closes")
+    crypto_preset: Literal["lean", "peer-default", "plaintext"] = "lean"
+    method: Method = "fedsparsify-global"
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FederationSpec:
+        if self.quorum > self.min_clients:
+            raise ValueError(f"quorum ({self.quorum}) exceeds min_clients ({self.min_clients})")
+        if self.method == "fedavg" and self.schedule.kind != "none":
+            raise ValueError("method 'fedavg' prunes nothing: use schedule kind 'none'")
+        if self.method != "fedavg" and self.schedule.kind == "none":
+            raise ValueError(f"method {self.method!r} needs a pruning schedule, not 'none'")
+        return self
