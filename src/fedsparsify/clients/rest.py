@@ -1,0 +1,333 @@
+"""A typed httpx client for the aggregator's REST API.
+
+One method per operation; uploads and downloads stream; connection errors and 503 answers are
+retried with exponential backoff; every error answer is translated into the package's error
+tree through its JSON ``error`` code (a 409 ``mask_mismatch`` becomes
+:class:`~fedsparsify.errors.MaskMismatchError`), and transport failures become
+:class:`~fedsparsify.errors.TransportError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from fedsparsify.errors import FedsparsifyError, TransportError, error_for_code
+
+__all__ = ["AggregatorClient", "Registration", "RoundStatus"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What the aggregator answers once, at registration: keep the token safe."""
+
+    federation_id: str
+    client_id: str
+    token: str
+    is_dealer: bool
+
+
+@dataclass(frozen=True)
+class RoundStatus:
+    """A round as the aggregator reports it."""
+
+    index: int
+    state: str
+    reason: str | None
+    participants: tuple[str, ...]
+    total_samples: int
+    channels: tuple[str, ...]
+    mask_digest: str | None
+    value_count: int | None
+    uploaded: tuple[str, ...]
+    aggregate_ready: bool
+    deadline: str | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RoundStatus:
+        """Parse the aggregator's round object."""
+        return cls(
+            index=int(data["index"]),
+            state=str(data["state"]),
+            reason=data.get("reason"),
+            participants=tuple(data.get("participants", ())),
+            total_samples=int(data.get("total_samples", 0)),
+            channels=tuple(data.get("channels", ("values",))),
+            mask_digest=data.get("mask_digest"),
+            value_count=data.get("value_count"),
+            uploaded=tuple(data.get("uploaded", ())),
+            aggregate_ready=bool(data.get("aggregate_ready", False)),
+            deadline=data.get("deadline"),
+        )
+
+    @property
+    def is_finished(self) -> bool:
+        """Closed or failed: nothing more will be accepted."""
+        return self.state in ("closed", "failed")
+
+
+class AggregatorClient:
+    """Talks to one aggregator as one identity (admin, enrolment or client token)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        timeout_s: float = 60.0,
+        retries: int = 5,
+        backoff_s: float = 0.25,
+        verify: str | bool = True,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._options: dict[str, Any] = {
+            "timeout_s": timeout_s,
+            "retries": retries,
+            "backoff_s": backoff_s,
+            "verify": verify,
+            "transport": transport,
+        }
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
+            verify=verify,
+            transport=transport,
+        )
+        self._retries = retries
+        self._backoff_s = backoff_s
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> AggregatorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def with_token(self, token: str) -> AggregatorClient:
+        """A client for the same server acting as another identity."""
+        return AggregatorClient(self.base_url, token=token, **self._options)
+
+    @property
+    def base_url(self) -> str:
+        """The aggregator's address."""
+        return str(self._http.base_url)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _with_retries(self, what: str, call: Callable[[], T]) -> T:
+        delay = self._backoff_s
+        for attempt in range(self._retries + 1):
+            try:
+                return call()
+            except (httpx.TransportError, _Retryable) as exc:
+                if attempt == self._retries:
+                    if isinstance(exc, _Retryable):
+                        raise exc.error from None
+                    raise TransportError(f"{what}: {type(exc).__name__}: {exc}") from exc
+                log.info(
+                    "%s failed (%s); retry %d in %.2fs",
+                    what,
+                    type(exc).__name__,
+                    attempt + 1,
+                    delay,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable")
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        def call() -> httpx.Response:
+            response = self._http.request(method, path, **kwargs)
+            _raise_for_error(response)
+            return response
+
+        return self._with_retries(f"{method} {path}", call)
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise TransportError(f"{method} {path}: answer is not JSON") from exc
+
+    # -- operations -----------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """``GET /healthz``."""
+        return dict(self._json("GET", "/healthz"))
+
+    def create_federation(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Admin: create a federation; the answer holds the enrolment token, shown once."""
+        return dict(self._json("POST", "/v1/federations", json=spec))
+
+    def list_federations(self) -> list[dict[str, Any]]:
+        """Admin: every federation."""
+        return list(self._json("GET", "/v1/federations"))
+
+    def get_federation(self, federation_id: str) -> dict[str, Any]:
+        """State, spec, participants and per-round history of one federation."""
+        return dict(self._json("GET", f"/v1/federations/{federation_id}"))
+
+    def register(
+        self,
+        federation_id: str,
+        *,
+        enrollment_token: str,
+        name: str,
+        public_key: bytes,
+        num_samples: int,
+    ) -> Registration:
+        """Join a federation with its enrolment token; the answer's token is shown once."""
+        body = {
+            "name": name,
+            "public_key": base64.b64encode(public_key).decode("ascii"),
+            "num_samples": num_samples,
+        }
+        data = self._json(
+            "POST",
+            f"/v1/federations/{federation_id}/clients",
+            json=body,
+            headers={"X-Enrollment-Token": enrollment_token},
+        )
+        return Registration(
+            federation_id=str(data["federation_id"]),
+            client_id=str(data["client_id"]),
+            token=str(data["token"]),
+            is_dealer=bool(data["is_dealer"]),
+        )
+
+    def list_clients(self, federation_id: str) -> list[dict[str, Any]]:
+        """Members of a federation with their X25519 public keys (base64)."""
+        return list(self._json("GET", f"/v1/federations/{federation_id}/clients"))
+
+    def put_context(self, federation_id: str, public_context: bytes) -> dict[str, Any]:
+        """Dealer: upload the public CKKS context (no secret key inside)."""
+        return dict(
+            self._json(
+                "PUT", f"/v1/federations/{federation_id}/keys/context", content=public_context
+            )
+        )
+
+    def get_context(self, federation_id: str) -> bytes:
+        """The federation's public CKKS context."""
+        return self._request("GET", f"/v1/federations/{federation_id}/keys/context").content
+
+    def put_envelope(self, federation_id: str, client_id: str, envelope: bytes) -> None:
+        """Dealer: store the secret-key envelope sealed for ``client_id``."""
+        self._request(
+            "PUT", f"/v1/federations/{federation_id}/keys/envelopes/{client_id}", content=envelope
+        )
+
+    def get_envelope(self, federation_id: str) -> bytes | None:
+        """The caller's own envelope, or None while the dealer has not sealed it yet."""
+        try:
+            return self._request("GET", f"/v1/federations/{federation_id}/keys/envelope").content
+        except FedsparsifyError as exc:
+            if exc.code == "not_found":
+                return None
+            raise
+
+    def start_round(self, federation_id: str) -> RoundStatus:
+        """Admin: open the next round."""
+        return RoundStatus.from_json(self._json("POST", f"/v1/federations/{federation_id}/rounds"))
+
+    def get_round(self, federation_id: str, index: int | str = "current") -> RoundStatus:
+        """One round's status (``"current"`` for the latest)."""
+        return RoundStatus.from_json(
+            self._json("GET", f"/v1/federations/{federation_id}/rounds/{index}")
+        )
+
+    def upload(self, federation_id: str, index: int, channel: str, source: Path) -> dict[str, Any]:
+        """Stream an encrypted-update file; retried from its start on connection errors."""
+        path = f"/v1/federations/{federation_id}/rounds/{index}/updates/{channel}"
+
+        def call() -> httpx.Response:
+            with source.open("rb") as fh:
+                response = self._http.put(
+                    path,
+                    content=_file_chunks(fh),
+                    headers={"Content-Type": "application/octet-stream"},
+                )
+            _raise_for_error(response)
+            return response
+
+        return dict(self._with_retries(f"PUT {path}", call).json())
+
+    def download_aggregate(self, federation_id: str, index: int, channel: str, target: Path) -> int:
+        """Stream a closed round's encrypted sum into ``target`` (atomically); bytes written."""
+        path = f"/v1/federations/{federation_id}/rounds/{index}/aggregate/{channel}"
+        tmp = target.with_name(target.name + ".part")
+
+        def call() -> int:
+            with self._http.stream("GET", path) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for_error(response)
+                written = 0
+                with tmp.open("wb") as out:
+                    for chunk in response.iter_bytes(_CHUNK):
+                        out.write(chunk)
+                        written += len(chunk)
+            tmp.replace(target)
+            return written
+
+        return self._with_retries(f"GET {path}", call)
+
+    def report_metrics(self, federation_id: str, index: int, metrics: dict[str, float]) -> None:
+        """Report plaintext evaluation scalars for a round."""
+        self._request(
+            "POST",
+            f"/v1/federations/{federation_id}/rounds/{index}/metrics",
+            json={"metrics": metrics},
+        )
+
+
+class _Retryable(Exception):
+    """A 503 answer: retried, then raised as the translated error."""
+
+    def __init__(self, error: FedsparsifyError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _file_chunks(fh: Any) -> Iterator[bytes]:
+    while chunk := fh.read(_CHUNK):
+        yield chunk
+
+
+def _raise_for_error(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        body = response.json()
+        code, detail = str(body["error"]), str(body.get("detail", ""))
+    except (ValueError, KeyError, TypeError):
+        code, detail = "", response.text[:200]
+    cls = error_for_code(code) if code else FedsparsifyError
+    if cls is FedsparsifyError:
+        error: FedsparsifyError = TransportError(
+            f"HTTP {response.status_code} from {response.request.url.path}: {detail}"
+        )
+    else:
+        error = cls(detail)
+    if response.status_code == 503:
+        raise _Retryable(error)
+    raise error
