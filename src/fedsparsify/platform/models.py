@@ -1,0 +1,177 @@
+"""The networks a federation trains, built identically on every site from the federation seed.
+
+- ``mlp``: two hidden ReLU layers (the paper's FashionMNIST MLP shape), for flattened images.
+- ``cnn``: a small 2D CNN for 8x8 digits.
+- ``brainage``: the BrainAge 3D CNN (an SFCN variant): five blocks of 3x3x3 conv (with bias),
+  InstanceNorm3d without learned affine, 2x max-pool and ReLU, with ``width * [1, 2, 4, 8, 8]``
+  filters; a 1x1x1 conv to ``2 * width`` + norm + ReLU; global average pooling; a 1x1x1 conv to
+  one output whose bias starts at the mean age. With width 32 on 1x91x109x91 this has
+  2,948,801 trainable parameters: conv weights 2,931,552 + 16,384 + 64, conv biases
+  736 + 64 + 1. Normalisation without affine adds none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedsparsify.errors import ConfigError
+from fedsparsify.platform.spec import ModelSpec
+
+__all__ = [
+    "DEFAULT_MEAN_AGE",
+    "BrainAgeCNN",
+    "build_model",
+    "count_trainable",
+    "model_input_shape",
+    "state_digest",
+]
+
+DEFAULT_MEAN_AGE = 62.7
+_BLOCK_MULTIPLIERS = (1, 2, 4, 8, 8)
+
+
+def count_trainable(model: nn.Module) -> int:
+    """Number of trainable scalar parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def state_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over names, shapes, dtypes and bytes of a state dict (e.g. to compare sites)."""
+    h = hashlib.sha256(b"fedsparsify-state-v1\x00")
+    for name, tensor in state.items():
+        arr = np.ascontiguousarray(tensor.detach().cpu().numpy())
+        h.update(f"{name}|{tuple(arr.shape)}|{arr.dtype.str}|".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def model_input_shape(spec: ModelSpec) -> tuple[int, ...]:
+    """The channel-first input shape (without batch axis) the model expects."""
+    shape = tuple(spec.input_shape)
+    if spec.kind == "mlp":
+        return shape
+    if spec.kind == "cnn":
+        if len(shape) == 1:
+            side = math.isqrt(shape[0])
+            if side * side != shape[0]:
+                raise ConfigError(f"cnn: flat input {shape} is not a square image")
+            return (1, side, side)
+        if len(shape) == 2:
+            return (1, *shape)
+        if len(shape) == 3:
+            return shape
+        raise ConfigError(f"cnn: input shape {shape} is not an image (H, W) or (C, H, W)")
+    if len(shape) == 3:
+        return (1, *shape)
+    if len(shape) == 4:
+        return shape
+    raise ConfigError(f"brainage: input shape {shape} is not a volume (D, H, W) or (C, D, H, W)")
+
+
+class _MLP(nn.Module):
+    def __init__(self, in_features: int, hidden: int, num_classes: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(in_features, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class _DigitsCNN(nn.Module):
+    """Two conv stages (16, 32 filters, each followed by 2x pooling) and a 64-unit head."""
+
+    def __init__(self, shape: tuple[int, ...], num_classes: int) -> None:
+        super().__init__()
+        channels, height, width = shape
+        if height < 4 or width < 4:
+            raise ConfigError(f"cnn needs images of at least 4x4, got {height}x{width}")
+        self.shape = shape
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(32 * (height // 4) * (width // 4), 64),
+            nn.ReLU(),
+            nn.Linear(64, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x.reshape(x.shape[0], *self.shape)))
+
+
+class BrainAgeCNN(nn.Module):
+    """The BrainAge 3D CNN; output shape ``(N, 1)`` (predicted age).
+
+    A block max-pools only while every spatial side is at least 4, so that small volumes (e.g.
+    24x28x24) never shrink below 2 voxels a side, where instance normalisation has nothing to
+    normalise; at 91x109x91 all five blocks pool, as in the original.
+    """
+
+    def __init__(self, shape: tuple[int, ...], width: int, output_bias: float) -> None:
+        super().__init__()
+        channels, *spatial = shape
+        blocks: list[nn.Module] = []
+        in_ch = channels
+        for mult in _BLOCK_MULTIPLIERS:
+            out_ch = width * mult
+            layers: list[nn.Module] = [
+                nn.Conv3d(in_ch, out_ch, 3, padding=1),
+                nn.InstanceNorm3d(out_ch, affine=False),
+            ]
+            if min(spatial) >= 4:
+                layers.append(nn.MaxPool3d(2))
+                spatial = [s // 2 for s in spatial]
+            layers.append(nn.ReLU())
+            blocks.append(nn.Sequential(*layers))
+            in_ch = out_ch
+        self.features = nn.Sequential(*blocks)
+        self.head = nn.Sequential(
+            nn.Conv3d(in_ch, 2 * width, 1),
+            nn.InstanceNorm3d(2 * width, affine=False),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool3d(1),
+        )
+        self.output = nn.Conv3d(2 * width, 1, 1)
+        with torch.no_grad():
+            assert self.output.bias is not None
+            self.output.bias.fill_(output_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.head(self.features(x))).reshape(x.shape[0], 1)
+
+
+def build_model(spec: ModelSpec, *, seed: int) -> nn.Module:
+    """Build the network ``spec`` names; the weights depend only on ``seed`` (and torch's RNG).
+
+    The global torch RNG is left untouched.
+    """
+    shape = model_input_shape(spec)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if spec.kind == "mlp":
+            return _MLP(math.prod(shape), spec.hidden, spec.num_classes)
+        if spec.kind == "cnn":
+            return _DigitsCNN(shape, spec.num_classes)
+        if spec.kind == "brainage":
+            bias = DEFAULT_MEAN_AGE if spec.output_bias is None else spec.output_bias
+            return BrainAgeCNN(shape, spec.width, bias)
+    raise ConfigError(f"unknown model kind {spec.kind!r}")
