@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
 
 from fedsparsify import __version__
+
+if TYPE_CHECKING:
+    from fedsparsify.clients.rest import AggregatorClient
 
 app = typer.Typer(
     help="fedsparsify: federated training with progressive pruning and sparse CKKS aggregation.",
@@ -16,6 +23,266 @@ app = typer.Typer(
 def version() -> None:
     """Print the installed version."""
     typer.echo(__version__)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="database and ciphertext blobs (default: $FEDSPARSIFY_DATA_DIR)"),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
+    """Run the aggregator (REST API; OpenAPI at /docs). Other settings: FEDSPARSIFY_* env."""
+    import uvicorn
+
+    from fedsparsify.api import Settings, create_app
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = Settings(data_dir=data_dir) if data_dir is not None else Settings()
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level.lower())
+
+
+# -- admin: federations -------------------------------------------------------------------
+
+federation_app = typer.Typer(
+    help="Create and drive federations (admin token: --admin-token or $FEDSPARSIFY_ADMIN_TOKEN).",
+    no_args_is_help=True,
+)
+app.add_typer(federation_app, name="federation")
+
+ServerOpt = Annotated[str, typer.Option("--server", help="aggregator URL, e.g. http://host:8000")]
+AdminOpt = Annotated[
+    str, typer.Option("--admin-token", envvar="FEDSPARSIFY_ADMIN_TOKEN", help="admin bearer token")
+]
+CaOpt = Annotated[
+    Path | None, typer.Option("--ca", help="CA bundle that signed the aggregator's TLS certificate")
+]
+
+
+def _admin(server: str, token: str, ca: Path | None) -> AggregatorClient:
+    from fedsparsify.clients.rest import AggregatorClient
+
+    return AggregatorClient(server, token=token, verify=str(ca) if ca else True)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    typer.secho(f"error: {exc}", err=True, fg="red")
+    return typer.Exit(code=1)
+
+
+@federation_app.command("create")
+def federation_create(
+    server: ServerOpt,
+    admin_token: AdminOpt,
+    spec: Annotated[
+        Path | None, typer.Option(help="federation spec as JSON (see FederationSpec)")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="name, when no --spec is given")] = None,
+    rounds: Annotated[int | None, typer.Option(help="override the spec's rounds")] = None,
+    min_clients: Annotated[int | None, typer.Option(help="override min_clients")] = None,
+    preset: Annotated[str | None, typer.Option(help="lean, peer-default or plaintext")] = None,
+    ca: CaOpt = None,
+) -> None:
+    """Create a federation; prints its id and the join code sites pass to `client --enroll`."""
+    import json
+
+    from fedsparsify.errors import FedsparsifyError
+    from fedsparsify.platform.spec import FederationSpec
+
+    try:
+        body: dict[str, object] = json.loads(spec.read_text()) if spec else {}
+        overrides = {
+            "name": name,
+            "rounds": rounds,
+            "min_clients": min_clients,
+            "crypto_preset": preset,
+        }
+        body.update({k: v for k, v in overrides.items() if v is not None})
+        if "quorum" not in body and "min_clients" in body:
+            body["quorum"] = body["min_clients"]
+        parsed = FederationSpec.model_validate(body)
+        created = _admin(server, admin_token, ca).create_federation(parsed.model_dump(mode="json"))
+    except (OSError, ValueError, FedsparsifyError) as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"federation: {created['id']}")
+    typer.echo(f"join code (shown once): {created['id']}:{created['enrollment_token']}")
+
+
+@federation_app.command("list")
+def federation_list(server: ServerOpt, admin_token: AdminOpt, ca: CaOpt = None) -> None:
+    """List federations: id, name, state, current round."""
+    from fedsparsify.errors import FedsparsifyError
+
+    try:
+        rows = _admin(server, admin_token, ca).list_federations()
+    except FedsparsifyError as exc:
+        raise _fail(exc) from exc
+    for row in rows:
+        typer.echo(
+            f"{row['id']}  {row['name']:<24} {row['state']:<10} round {row.get('current_round')}"
+        )
+
+
+@federation_app.command("show")
+def federation_show(
+    federation_id: str, server: ServerOpt, admin_token: AdminOpt, ca: CaOpt = None
+) -> None:
+    """Show one federation (state, participants, per-round history) as JSON."""
+    import json
+
+    from fedsparsify.errors import FedsparsifyError
+
+    try:
+        fed = _admin(server, admin_token, ca).get_federation(federation_id)
+    except FedsparsifyError as exc:
+        raise _fail(exc) from exc
+    typer.echo(json.dumps(fed, indent=2))
+
+
+@federation_app.command("start-round")
+def federation_start_round(
+    federation_id: str, server: ServerOpt, admin_token: AdminOpt, ca: CaOpt = None
+) -> None:
+    """Open the next round (with auto_advance, later rounds open by themselves)."""
+    from fedsparsify.errors import FedsparsifyError
+
+    try:
+        status = _admin(server, admin_token, ca).start_round(federation_id)
+    except FedsparsifyError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"round {status.index}: {status.state}, participants {len(status.participants)}")
+
+
+# -- a site ---------------------------------------------------------------------------------
+
+
+def split_join_code(code: str, federation: str | None) -> tuple[str, str]:
+    """``FEDERATION_ID:TOKEN`` (as `federation create` prints it) → (federation id, token)."""
+    if federation:
+        return federation, code
+    fid, sep, token = code.partition(":")
+    if not sep or not fid or not token:
+        raise typer.BadParameter(
+            "pass the join code FEDERATION_ID:TOKEN printed by `federation create`, "
+            "or --federation ID with the bare token",
+            param_hint="--enroll",
+        )
+    return fid, token
+
+
+@app.command()
+def client(
+    server: ServerOpt,
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="this site's data: a NIfTI folder with participants.tsv, or a saved site folder"
+        ),
+    ],
+    enroll: Annotated[
+        str | None,
+        typer.Option(
+            help="join code FEDERATION_ID:TOKEN (first start only; then the saved "
+            "credentials in --state are used)"
+        ),
+    ] = None,
+    federation: Annotated[
+        str | None, typer.Option(help="federation id (if --enroll is a bare token, or to resume)")
+    ] = None,
+    state: Annotated[
+        Path, typer.Option(help="this site's own state directory (keys, credentials, checkpoints)")
+    ] = Path(".fedsparsify-site"),
+    name: Annotated[str | None, typer.Option(help="site name shown to the federation")] = None,
+    ca: CaOpt = None,
+    allow_fingerprint: Annotated[
+        list[str] | None,
+        typer.Option(help="dealer only: seal keys only for these X25519 fingerprints (repeat)"),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
+    """Join a federation as a site and take part in every round until it completes."""
+    from fedsparsify.clients.runtime import ClientRuntime
+    from fedsparsify.clients.state import StateDir
+    from fedsparsify.errors import FedsparsifyError
+    from fedsparsify.platform.data import load_site
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    saved = StateDir(state).credentials
+    if enroll is not None:
+        fid, token = split_join_code(enroll, federation)
+    elif saved is not None:
+        fid, token = federation or saved.federation_id, ""
+    else:
+        raise typer.BadParameter("first start needs --enroll", param_hint="--enroll")
+    try:
+        runtime = ClientRuntime(
+            server=server,
+            federation_id=fid,
+            enrollment_token=token or None,
+            data_loader=lambda shape: load_site(data, input_shape=shape),
+            state_dir=state,
+            name=name,
+            verify=str(ca) if ca else True,
+            allowed_fingerprints=frozenset(allow_fingerprint) if allow_fingerprint else None,
+        )
+        reports = runtime.run()
+    except FedsparsifyError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"{runtime.name}: done after {len(reports)} rounds")
+
+
+# -- the main job ----------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    sites: Annotated[int, typer.Option(help="number of simulated hospitals")] = 4,
+    rounds: Annotated[int, typer.Option(help="federated rounds")] = 14,
+    preset: Annotated[
+        str, typer.Option(help="CKKS preset of the main run: lean, peer-default")
+    ] = "lean",
+    data: Annotated[
+        Path | None, typer.Option(help="real NIfTI folder (participants.tsv with a site column)")
+    ] = None,
+    compare: Annotated[
+        bool, typer.Option(help="also run dense encrypted and dense plaintext federations")
+    ] = False,
+    out: Annotated[Path, typer.Option(help="report directory")] = Path("reports/demo"),
+    kill_site_after_round: Annotated[
+        int | None, typer.Option(help="kill the last site after this round (shows the quorum)")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed of data, model and training")] = 0,
+) -> None:
+    """Train brain age across simulated sites over HTTP, encrypted and pruned; write a report."""
+    from fedsparsify.clients.demo import DemoOptions, run_demo_with_progress
+    from fedsparsify.errors import FedsparsifyError
+
+    logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+    if preset not in ("lean", "peer-default", "plaintext"):
+        raise typer.BadParameter("choose lean, peer-default or plaintext", param_hint="--preset")
+    options = DemoOptions(
+        out_dir=out,
+        sites=sites,
+        rounds=rounds,
+        preset=preset,  # type: ignore[arg-type]
+        data=data,
+        compare=compare,
+        seed=seed,
+        kill_site_after_round=kill_site_after_round,
+        cache_dir=Path(".cache/brainage"),
+    )
+    try:
+        report = run_demo_with_progress(options)
+    except FedsparsifyError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"report: {report}")
 
 
 def main() -> None:

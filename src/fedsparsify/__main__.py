@@ -1,0 +1,5 @@
+"""``python -m fedsparsify``: the same as the ``fedsparsify`` command."""
+
+from fedsparsify.cli import main
+
+main()

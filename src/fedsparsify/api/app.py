@@ -1,0 +1,107 @@
+"""The aggregator's app factory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from fedsparsify import __version__
+from fedsparsify.api.errors import install_exception_handlers
+from fedsparsify.api.routes import clients, federations, health, keys, rounds
+from fedsparsify.api.services.auth import bootstrap_admin_token
+from fedsparsify.api.services.rounds import RoundService
+from fedsparsify.api.settings import Settings
+from fedsparsify.api.state import AppState
+
+__all__ = ["API_DESCRIPTION", "create_app"]
+
+log = logging.getLogger(__name__)
+
+API_DESCRIPTION = """
+The fedsparsify aggregator: it runs federations on CKKS ciphertexts it cannot read.
+
+**Auth.** `Authorization: Bearer <token>`. The admin token comes from `FEDSPARSIFY_ADMIN_TOKEN`
+or is generated on first start and logged once. Creating a federation returns its enrolment
+token once; registering a client with it returns that client's bearer token once. Tokens are
+stored hashed. Missing or unknown token: 401; valid token, not allowed: 403.
+
+**Errors.** Always `{"error": code, "detail": text}`; codes are those of `fedsparsify.errors`
+(e.g. 409 `mask_mismatch`, 409 `round_closed`, 413 `payload_too_large`, 422 `invalid_config`).
+
+**A federation, step by step.**
+1. Admin: `POST /v1/federations` (a `FederationSpec`) → `id`, `enrollment_token`.
+2. Each site: `POST /v1/federations/{fid}/clients` with `X-Enrollment-Token` and
+   `{name, public_key (X25519, base64), num_samples}` → `client_id`, `token`, `is_dealer`.
+3. The dealer (first to register): `PUT .../keys/context` (public context bytes), then for
+   every other member (`GET .../clients`) `PUT .../keys/envelopes/{client_id}` (sealed secret
+   context). Members fetch `GET .../keys/envelope` (their own only) and `GET .../keys/context`.
+4. Admin: `POST .../rounds` opens round 0 (participants: the dealer and clients with an
+   envelope; every client for `plaintext`). Later rounds open by themselves with
+   `auto_advance`.
+5. Each participant: `GET .../rounds/current`, then for each of the round's `channels`
+   `PUT .../rounds/{r}/updates/{channel}` (streamed `encrypt_update` output with
+   `weight = num_samples / total_samples`, `contributor = client_id`), and optionally
+   `POST .../rounds/{r}/metrics`.
+6. The round closes when every participant uploaded every channel, or at its deadline once
+   `quorum` clients uploaded everything (else it fails, with a reason). Dropped clients are in
+   neither the ciphertext sum nor the weight sum.
+7. Members: `GET .../rounds/{r}/aggregate/{channel}` → the encrypted sum; decrypt and divide by
+   the header's weight. After the last round the federation is `completed`.
+"""
+
+
+async def _deadline_loop(service: RoundService, interval_s: float) -> None:
+    while True:
+        try:
+            await run_in_threadpool(service.check_deadlines)
+        except Exception:
+            log.exception("deadline check failed")
+        await asyncio.sleep(interval_s)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the aggregator: tables created, admin token installed, crash leftovers recovered.
+
+    Storage is set up here (not in the lifespan) so that the app also works under transports
+    that do not run lifespans; the lifespan runs the deadline checker and closes the database.
+    """
+    settings = settings if settings is not None else Settings()
+    state = AppState(settings)
+    state.db.create_all()
+    bootstrap_admin_token(state)
+    round_service = RoundService(state)
+    round_service.recover()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(
+            _deadline_loop(round_service, settings.deadline_check_interval_s)
+        )
+        try:
+            yield
+        finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+            state.close()
+
+    app = FastAPI(
+        title="fedsparsify aggregator",
+        version=__version__,
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.fedsparsify = state
+    app.state.rounds = round_service
+    install_exception_handlers(app)
+    app.include_router(health.router)
+    app.include_router(federations.router)
+    app.include_router(clients.router)
+    app.include_router(keys.router)
+    app.include_router(rounds.router)
+    return app

@@ -1,0 +1,212 @@
+"""Storage of federation state: SQLAlchemy 2 models, engine and sessions.
+
+Works with any SQLAlchemy URL. SQLite (the default, a file in the data directory) is set up for
+a server: WAL journal, ``synchronous=FULL`` (a committed upload survives a power cut), a busy
+timeout, foreign keys, and ``BEGIN IMMEDIATE`` transactions so that concurrent writers wait for
+each other instead of failing on a lock upgrade. Tables are created at startup.
+
+Times are stored as UNIX seconds (floats): portable across databases and free of time zones.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+__all__ = [
+    "Base",
+    "ClientRow",
+    "Database",
+    "FederationRow",
+    "RoundMetricRow",
+    "RoundRow",
+    "ServerSecretRow",
+    "UploadRow",
+    "now",
+]
+
+ID_LENGTH = 32
+
+
+def now() -> float:
+    """The current UNIX time in seconds."""
+    return time.time()
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the aggregator's tables."""
+
+
+class ServerSecretRow(Base):
+    """Server-wide secrets, stored hashed (the admin token)."""
+
+    __tablename__ = "server_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+
+
+class FederationRow(Base):
+    """A federation: its spec, state, enrolment token hash and key status."""
+
+    __tablename__ = "federations"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default="enrolling")
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    enrollment_token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    dealer_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), default=None)
+    context_digest: Mapped[str | None] = mapped_column(String(64), default=None)
+    context_bytes: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    finished_at: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+class ClientRow(Base):
+    """A registered client (site) of one federation."""
+
+    __tablename__ = "clients"
+    __table_args__ = (UniqueConstraint("federation_id", "name", name="uq_client_name"),)
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    federation_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("federations.id"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(128))
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    fingerprint: Mapped[str] = mapped_column(String(128))
+    num_samples: Mapped[int] = mapped_column(Integer)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    is_dealer: Mapped[bool] = mapped_column(Boolean, default=False)
+    envelope_bytes: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+
+
+class RoundRow(Base):
+    """One round of one federation."""
+
+    __tablename__ = "rounds"
+    __table_args__ = (UniqueConstraint("federation_id", "round_index", name="uq_round_index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    federation_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("federations.id"), index=True
+    )
+    index: Mapped[int] = mapped_column("round_index", Integer)
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    participants: Mapped[list[str]] = mapped_column(JSON)
+    total_samples: Mapped[int] = mapped_column(Integer)
+    quorum: Mapped[int] = mapped_column(Integer)
+    channels: Mapped[list[str]] = mapped_column(JSON)
+    deadline: Mapped[float] = mapped_column(Float)
+    opened_at: Mapped[float] = mapped_column(Float, default=now)
+    closed_at: Mapped[float | None] = mapped_column(Float, default=None)
+    context_digest: Mapped[str | None] = mapped_column(String(64), default=None)
+    mask_digest: Mapped[str | None] = mapped_column(String(256), default=None)
+    value_count: Mapped[int | None] = mapped_column(Integer, default=None)
+    aggregation_s: Mapped[float] = mapped_column(Float, default=0.0)
+    contributors: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    aggregate_bytes: Mapped[dict[str, int] | None] = mapped_column(JSON, default=None)
+
+
+class UploadRow(Base):
+    """One accepted upload: one client, one round, one channel."""
+
+    __tablename__ = "uploads"
+    __table_args__ = (UniqueConstraint("round_id", "client_id", "channel", name="uq_upload_once"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    round_id: Mapped[int] = mapped_column(Integer, ForeignKey("rounds.id"), index=True)
+    client_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    channel: Mapped[str] = mapped_column(String(16))
+    bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    weight: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+
+
+class RoundMetricRow(Base):
+    """Plaintext evaluation scalars one client reported for one round."""
+
+    __tablename__ = "round_metrics"
+    __table_args__ = (UniqueConstraint("round_id", "client_id", name="uq_metric_client"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    round_id: Mapped[int] = mapped_column(Integer, ForeignKey("rounds.id"), index=True)
+    client_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    metrics: Mapped[dict[str, float]] = mapped_column(JSON)
+    updated_at: Mapped[float] = mapped_column(Float, default=now)
+
+
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own is deferred).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = FULL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Database:
+    """An engine plus a session factory; one per app."""
+
+    def __init__(self, url: str, *, busy_timeout_ms: int = 10_000) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"check_same_thread": False}
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine = create_engine(url, **kwargs)
+        if self.is_sqlite:
+            _configure_sqlite(self.engine, busy_timeout_ms)
+        self._factory = sessionmaker(self.engine, expire_on_commit=False)
+
+    def create_all(self) -> None:
+        """Create missing tables."""
+        Base.metadata.create_all(self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session whose open transaction is rolled back unless committed."""
+        with self._factory() as session:
+            try:
+                yield session
+            except BaseException:
+                session.rollback()
+                raise
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()

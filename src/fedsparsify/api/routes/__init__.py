@@ -1,0 +1,1 @@
+"""One APIRouter per resource; :mod:`fedsparsify.api.routes.deps` holds the shared dependencies."""

@@ -1,0 +1,119 @@
+"""Who is calling: the admin, or one client of one federation.
+
+Bearer tokens are looked up by their SHA-256 (clients, enrolment) or compared in constant time
+with :func:`hmac.compare_digest` (admin). The admin token comes from the settings, or is
+generated on first start, logged once, and only its hash is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fedsparsify.api.db import ClientRow, ServerSecretRow
+from fedsparsify.api.security import ADMIN_PREFIX, hash_token, new_token, token_matches
+from fedsparsify.api.state import AppState
+from fedsparsify.errors import AuthenticationError, PermissionDeniedError
+
+__all__ = [
+    "Caller",
+    "bootstrap_admin_token",
+    "require_admin",
+    "require_client",
+    "require_member",
+    "resolve_caller",
+]
+
+log = logging.getLogger(__name__)
+
+ADMIN_SECRET = "admin_token"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated caller: the admin (no client id) or a client of one federation."""
+
+    is_admin: bool
+    client_id: str | None = None
+    federation_id: str | None = None
+    is_dealer: bool = False
+
+    def is_member_of(self, federation_id: str) -> bool:
+        """A client of ``federation_id``."""
+        return self.client_id is not None and self.federation_id == federation_id
+
+
+def bootstrap_admin_token(state: AppState) -> str | None:
+    """Install the admin token's hash; return the token only when it was generated now.
+
+    With ``FEDSPARSIFY_ADMIN_TOKEN`` set, that token is the admin token (its hash replaces any
+    stored one). Otherwise the stored hash is used, or a token is generated, stored hashed and
+    logged once: it cannot be retrieved again.
+    """
+    configured = state.settings.admin_token
+    generated: str | None = None
+    with state.db.session() as session:
+        row = session.get(ServerSecretRow, ADMIN_SECRET)
+        if configured is not None:
+            digest = hash_token(configured.get_secret_value())
+            if row is None:
+                session.add(ServerSecretRow(name=ADMIN_SECRET, value_hash=digest))
+            else:
+                row.value_hash = digest
+        elif row is None:
+            generated = new_token(ADMIN_PREFIX)
+            digest = hash_token(generated)
+            session.add(ServerSecretRow(name=ADMIN_SECRET, value_hash=digest))
+        else:
+            digest = row.value_hash
+        session.commit()
+    state.admin_token_hash = digest
+    if generated is not None:
+        log.warning(
+            "generated the admin token (shown once, stored hashed; set FEDSPARSIFY_ADMIN_TOKEN "
+            "to choose one): %s",
+            generated,
+        )
+    return generated
+
+
+def resolve_caller(state: AppState, session: Session, token: str | None) -> Caller:
+    """The caller a bearer token stands for; :class:`AuthenticationError` if none."""
+    if not token:
+        raise AuthenticationError("missing bearer token (Authorization: Bearer <token>)")
+    if token_matches(token, state.admin_token_hash):
+        return Caller(is_admin=True)
+    digest = hash_token(token)
+    client = session.scalars(select(ClientRow).where(ClientRow.token_hash == digest)).first()
+    if client is None or not token_matches(token, client.token_hash):
+        raise AuthenticationError("unknown or revoked token")
+    return Caller(
+        is_admin=False,
+        client_id=client.id,
+        federation_id=client.federation_id,
+        is_dealer=client.is_dealer,
+    )
+
+
+def require_admin(caller: Caller) -> Caller:
+    """Only the admin."""
+    if not caller.is_admin:
+        raise PermissionDeniedError("this needs the admin token")
+    return caller
+
+
+def require_member(caller: Caller, federation_id: str) -> Caller:
+    """The admin or a client of ``federation_id``."""
+    if caller.is_admin or caller.is_member_of(federation_id):
+        return caller
+    raise PermissionDeniedError("this token belongs to another federation")
+
+
+def require_client(caller: Caller, federation_id: str) -> Caller:
+    """A client of ``federation_id`` (not the admin)."""
+    if caller.is_admin:
+        raise PermissionDeniedError("this needs a client token of the federation, not admin")
+    return require_member(caller, federation_id)

@@ -1,0 +1,169 @@
+"""Federations: create, list, describe (state, participants, keys, per-round history)."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from fedsparsify.api.db import ClientRow, FederationRow, RoundMetricRow, RoundRow, UploadRow
+from fedsparsify.api.schemas import (
+    FederationCreated,
+    FederationOut,
+    FederationSummary,
+    KeyStatus,
+    ParticipantOut,
+    RoundHistory,
+    iso,
+)
+from fedsparsify.api.security import ENROLLMENT_PREFIX, hash_token, new_id, new_token
+from fedsparsify.crypto import get_preset
+from fedsparsify.errors import NotFoundError
+from fedsparsify.platform.spec import FederationSpec
+
+__all__ = [
+    "create_federation",
+    "describe_federation",
+    "get_federation",
+    "keys_required",
+    "list_federations",
+    "spec_of",
+]
+
+log = logging.getLogger(__name__)
+
+
+def spec_of(fed: FederationRow) -> FederationSpec:
+    """The stored spec as the model."""
+    return FederationSpec.model_validate(fed.spec)
+
+
+def keys_required(fed: FederationRow) -> bool:
+    """Whether rounds need the dealer's public context and envelopes (encrypted presets)."""
+    return get_preset(spec_of(fed).crypto_preset).encrypted
+
+
+def get_federation(session: Session, federation_id: str) -> FederationRow:
+    """The federation, or :class:`NotFoundError`."""
+    fed = session.get(FederationRow, federation_id)
+    if fed is None:
+        raise NotFoundError(f"no federation {federation_id!r}")
+    return fed
+
+
+def create_federation(session: Session, spec: FederationSpec) -> FederationCreated:
+    """Store a new federation; the answer carries its enrolment token (only time it is seen)."""
+    get_preset(spec.crypto_preset)
+    token = new_token(ENROLLMENT_PREFIX)
+    fed = FederationRow(
+        id=new_id(),
+        name=spec.name,
+        spec=spec.model_dump(mode="json"),
+        state="enrolling",
+        enrollment_token_hash=hash_token(token),
+    )
+    session.add(fed)
+    session.commit()
+    log.info("federation %s (%s) created, preset %s", fed.id, fed.name, spec.crypto_preset)
+    out = describe_federation(session, fed)
+    return FederationCreated(**out.model_dump(), enrollment_token=token)
+
+
+def list_federations(session: Session) -> list[FederationSummary]:
+    """Every federation, oldest first."""
+    feds = session.scalars(select(FederationRow).order_by(FederationRow.created_at)).all()
+    counts = dict(
+        session.execute(
+            select(ClientRow.federation_id, func.count()).group_by(ClientRow.federation_id)
+        ).all()
+    )
+    latest = dict(
+        session.execute(
+            select(RoundRow.federation_id, func.max(RoundRow.index)).group_by(
+                RoundRow.federation_id
+            )
+        ).all()
+    )
+    return [
+        FederationSummary(
+            id=f.id,
+            name=f.name,
+            state=f.state,
+            current_round=latest.get(f.id),
+            rounds=int(f.spec.get("rounds", 0)),
+            clients=int(counts.get(f.id, 0)),
+            created_at=iso(f.created_at),
+        )
+        for f in feds
+    ]
+
+
+def describe_federation(session: Session, fed: FederationRow) -> FederationOut:
+    """The full public view of a federation."""
+    clients = session.scalars(
+        select(ClientRow).where(ClientRow.federation_id == fed.id).order_by(ClientRow.created_at)
+    ).all()
+    rounds = session.scalars(
+        select(RoundRow).where(RoundRow.federation_id == fed.id).order_by(RoundRow.index)
+    ).all()
+    round_ids = [r.id for r in rounds]
+    upload_bytes: dict[int, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
+    metrics: dict[int, dict[str, dict[str, float]]] = defaultdict(dict)
+    if round_ids:
+        for up in session.scalars(select(UploadRow).where(UploadRow.round_id.in_(round_ids))):
+            upload_bytes[up.round_id][up.client_id][up.channel] = up.bytes
+        for m in session.scalars(
+            select(RoundMetricRow).where(RoundMetricRow.round_id.in_(round_ids))
+        ):
+            metrics[m.round_id][m.client_id] = dict(m.metrics)
+    required = keys_required(fed)
+    awaiting = [c.id for c in clients if not c.is_dealer and c.envelope_bytes is None]
+    history = [
+        RoundHistory(
+            index=r.index,
+            state=r.state,
+            reason=r.reason,
+            participants=list(r.participants),
+            contributors=list(r.contributors or []),
+            value_count=r.value_count,
+            mask_digest=r.mask_digest,
+            upload_bytes={k: dict(v) for k, v in upload_bytes[r.id].items()},
+            aggregate_bytes=dict(r.aggregate_bytes or {}),
+            aggregation_s=r.aggregation_s,
+            metrics=metrics[r.id],
+            opened_at=iso(r.opened_at),
+            closed_at=iso(r.closed_at),
+        )
+        for r in rounds
+    ]
+    return FederationOut(
+        id=fed.id,
+        name=fed.name,
+        state=fed.state,
+        reason=fed.reason,
+        spec=spec_of(fed),
+        created_at=iso(fed.created_at),
+        finished_at=iso(fed.finished_at),
+        current_round=rounds[-1].index if rounds else None,
+        dealer_id=fed.dealer_id,
+        participants=[
+            ParticipantOut(
+                id=c.id,
+                name=c.name,
+                num_samples=c.num_samples,
+                is_dealer=c.is_dealer,
+                has_envelope=c.envelope_bytes is not None,
+            )
+            for c in clients
+        ],
+        keys=KeyStatus(
+            required=required,
+            context_uploaded=fed.context_digest is not None,
+            context_digest=fed.context_digest,
+            envelopes_sealed=sum(1 for c in clients if c.envelope_bytes is not None),
+            awaiting_envelope=awaiting,
+        ),
+        history=history,
+    )

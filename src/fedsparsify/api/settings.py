@@ -1,0 +1,54 @@
+"""Aggregator settings, read from ``FEDSPARSIFY_*`` environment variables (pydantic-settings).
+
+Never built at import time: :func:`fedsparsify.api.app.create_app` takes a :class:`Settings`
+(or builds one from the environment when given none).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+_MIB = 1 << 20
+
+
+class Settings(BaseSettings):
+    """Everything the aggregator is configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="FEDSPARSIFY_", extra="ignore")
+
+    data_dir: Path = Field(
+        Path("fedsparsify-data"), description="database (SQLite default) and ciphertext blobs"
+    )
+    database_url: str | None = Field(
+        None, description="any SQLAlchemy URL; default: SQLite file in data_dir"
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="admin bearer token; generated on first start (logged once) if unset"
+    )
+    max_upload_bytes: int = Field(1024 * _MIB, ge=1, description="limit on one update upload")
+    max_context_bytes: int = Field(64 * _MIB, ge=1, description="limit on the public context")
+    max_envelope_bytes: int = Field(16 * _MIB, ge=1, description="limit on one key envelope")
+    deadline_check_interval_s: float = Field(
+        0.5, gt=0.0, description="how often open rounds are checked against their deadline"
+    )
+    keep_uploads: bool = Field(
+        False, description="keep individual uploads after a round closes (default: delete)"
+    )
+    sqlite_busy_timeout_ms: int = Field(10_000, ge=0)
+
+    @property
+    def effective_database_url(self) -> str:
+        """``database_url``, or a SQLite file inside ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'fedsparsify.db').resolve()}"
+
+    @property
+    def blob_dir(self) -> Path:
+        """Where ciphertext blobs live."""
+        return self.data_dir / "blobs"

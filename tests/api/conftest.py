@@ -1,0 +1,311 @@
+"""Fixtures for the aggregator's tests: an app on a temporary data dir, real keys, helpers."""
+
+from __future__ import annotations
+
+import base64
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import update
+
+from fedsparsify.api import Settings, create_app
+from fedsparsify.api.db import RoundRow
+from fedsparsify.api.services.rounds import sum_key
+from fedsparsify.api.state import AppState
+from fedsparsify.crypto import (
+    SecretContext,
+    create_secret_context,
+    encrypt_update,
+    generate_identity_keypair,
+    open_envelope,
+    seal_envelope,
+)
+
+# Starlette suggests another HTTP library for its TestClient; httpx is the one this project uses.
+warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+from fastapi.testclient import TestClient  # noqa: E402
+
+ADMIN_TOKEN = "fsa_test-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+#: Small vectors: two ciphertexts of the lean preset (4096 values each).
+N_VALUES = 5000
+MASK = "a" * 64
+
+
+def bearer(token: str) -> dict[str, str]:
+    """An Authorization header."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+@dataclass
+class Member:
+    """A registered client as a test holds it."""
+
+    id: str
+    name: str
+    token: str
+    num_samples: int
+    is_dealer: bool
+    private_key: bytes
+    public_key: bytes
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """Its bearer header."""
+        return bearer(self.token)
+
+
+@dataclass
+class Fed:
+    """A federation set up by :meth:`Harness.federation`."""
+
+    id: str
+    enrollment_token: str
+    members: list[Member] = field(default_factory=list)
+
+    def path(self, suffix: str = "") -> str:
+        """``/v1/federations/{id}`` + suffix."""
+        return f"/v1/federations/{self.id}{suffix}"
+
+
+def spec(**overrides: Any) -> dict[str, Any]:
+    """A small federation spec (rounds long enough never to expire on their own)."""
+    base: dict[str, Any] = {
+        "name": "test-fed",
+        "rounds": 2,
+        "min_clients": 3,
+        "quorum": 2,
+        "round_timeout_s": 3600.0,
+        "auto_advance": True,
+        "crypto_preset": "lean",
+        "method": "fedsparsify-global",
+        "model": {"kind": "mlp", "input_shape": [8]},
+    }
+    base.update(overrides)
+    return base
+
+
+class Harness:
+    """Drives one app through its REST API with real keys and ciphertexts."""
+
+    def __init__(self, client: TestClient, app: FastAPI, key_set: SecretContext) -> None:
+        self.client = client
+        self.app = app
+        self.key_set = key_set
+
+    @property
+    def state(self) -> AppState:
+        """The app's state (database, blobs, metrics)."""
+        state: AppState = self.app.state.fedsparsify
+        return state
+
+    def create(self, **overrides: Any) -> Fed:
+        """Create a federation as the admin."""
+        r = self.client.post("/v1/federations", json=spec(**overrides), headers=ADMIN)
+        assert r.status_code == 201, r.text
+        body = r.json()
+        return Fed(id=body["id"], enrollment_token=body["enrollment_token"])
+
+    def register(self, fed: Fed, name: str, num_samples: int) -> Member:
+        """Register a client with a fresh X25519 key pair."""
+        private, public = generate_identity_keypair()
+        r = self.client.post(
+            fed.path("/clients"),
+            json={
+                "name": name,
+                "public_key": base64.b64encode(public).decode(),
+                "num_samples": num_samples,
+            },
+            headers={"X-Enrollment-Token": fed.enrollment_token},
+        )
+        assert r.status_code == 201, r.text
+        body = r.json()
+        member = Member(
+            id=body["client_id"],
+            name=name,
+            token=body["token"],
+            num_samples=num_samples,
+            is_dealer=body["is_dealer"],
+            private_key=private,
+            public_key=public,
+        )
+        fed.members.append(member)
+        return member
+
+    def distribute_keys(self, fed: Fed, key_set: SecretContext | None = None) -> None:
+        """The dealer uploads the public context and seals an envelope for every other member."""
+        key_set = key_set or self.key_set
+        dealer = next(m for m in fed.members if m.is_dealer)
+        r = self.client.put(
+            fed.path("/keys/context"), content=key_set.public_bytes(), headers=dealer.auth
+        )
+        assert r.status_code in (200, 201), r.text
+        for m in fed.members:
+            if m.is_dealer:
+                continue
+            envelope = seal_envelope(
+                key_set.secret_bytes(),
+                recipient_public_key=m.public_key,
+                federation_id=fed.id,
+                recipient_id=m.id,
+            )
+            r = self.client.put(
+                fed.path(f"/keys/envelopes/{m.id}"), content=envelope, headers=dealer.auth
+            )
+            assert r.status_code in (200, 201), r.text
+
+    def federation(
+        self,
+        samples: tuple[int, ...] = (10, 20, 30),
+        *,
+        open_round: bool = True,
+        key_set: SecretContext | None = None,
+        **overrides: Any,
+    ) -> Fed:
+        """Create, register ``len(samples)`` clients, distribute keys, open round 0."""
+        fed = self.create(**overrides)
+        for i, n in enumerate(samples):
+            self.register(fed, f"site-{i}", n)
+        self.distribute_keys(fed, key_set)
+        if open_round:
+            r = self.client.post(fed.path("/rounds"), headers=ADMIN)
+            assert r.status_code == 201, r.text
+        return fed
+
+    def round(self, fed: Fed, index: int | str = "current") -> dict[str, Any]:
+        """A round's status as the admin sees it."""
+        r = self.client.get(fed.path(f"/rounds/{index}"), headers=ADMIN)
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        return body
+
+    def weight(self, fed: Fed, member: Member, index: int = 0) -> float:
+        """The member's weight in a round: num_samples / total_samples."""
+        return member.num_samples / self.round(fed, index)["total_samples"]
+
+    def encrypt(
+        self,
+        member: Member,
+        values: np.ndarray,
+        weight: float,
+        *,
+        mask: str = MASK,
+        key_set: SecretContext | None = None,
+        contributor: str | None = None,
+    ) -> bytes:
+        """A real encrypted update."""
+        return b"".join(
+            encrypt_update(
+                key_set or self.key_set,
+                values,
+                weight=weight,
+                mask_digest=mask,
+                contributor=member.id if contributor is None else contributor,
+            )
+        )
+
+    def upload(
+        self, fed: Fed, index: int, member: Member, body: bytes, channel: str = "values"
+    ) -> Any:
+        """PUT an update."""
+        return self.client.put(
+            fed.path(f"/rounds/{index}/updates/{channel}"),
+            content=body,
+            headers={**member.auth, "Content-Type": "application/octet-stream"},
+        )
+
+    def sum_bytes(self, fed: Fed, index: int, channel: str = "values") -> bytes | None:
+        """The round's stored running sum, or None."""
+        path = self.state.blobs.path(sum_key(fed.id, index, channel))
+        return path.read_bytes() if path.exists() else None
+
+    def expire(self, fed: Fed, index: int) -> None:
+        """Move a round's deadline into the past and run the deadline check."""
+        with self.state.db.session() as session:
+            session.execute(
+                update(RoundRow)
+                .where(RoundRow.federation_id == fed.id, RoundRow.index == index)
+                .values(deadline=0.0)
+            )
+            session.commit()
+        self.app.state.rounds.check_deadlines()
+
+    def aggregate(self, fed: Fed, index: int, member: Member, channel: str = "values") -> bytes:
+        """Download a closed round's aggregate."""
+        r = self.client.get(fed.path(f"/rounds/{index}/aggregate/{channel}"), headers=member.auth)
+        assert r.status_code == 200, r.text
+        return r.content
+
+    def secret_of(self, fed: Fed, member: Member) -> SecretContext:
+        """The key set a member gets from its own envelope (the dealer holds it already)."""
+        if member.is_dealer:
+            return self.key_set
+        r = self.client.get(fed.path("/keys/envelope"), headers=member.auth)
+        assert r.status_code == 200, r.text
+        secret = open_envelope(
+            r.content,
+            recipient_private_key=member.private_key,
+            federation_id=fed.id,
+            recipient_id=member.id,
+        )
+        return SecretContext.from_secret_bytes(secret)
+
+
+def vectors(count: int, n: int = N_VALUES, seed: int = 0) -> list[np.ndarray]:
+    """``count`` random float32 update vectors in the lean preset's range."""
+    rng = np.random.default_rng(seed)
+    return [rng.normal(0.0, 0.05, n).astype(np.float32) for _ in range(count)]
+
+
+@pytest.fixture(scope="session")
+def key_set() -> SecretContext:
+    """One real lean key set for the whole session (creating one takes ~50 ms)."""
+    return create_secret_context("lean")
+
+
+@pytest.fixture(scope="session")
+def other_key_set() -> SecretContext:
+    """Another lean key set (for wrong-context uploads)."""
+    return create_secret_context("lean")
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A fresh data directory."""
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def settings(data_dir: Path) -> Settings:
+    """Settings with a known admin token and a fast deadline checker."""
+    return Settings(
+        data_dir=data_dir,
+        admin_token=ADMIN_TOKEN,
+        deadline_check_interval_s=0.05,
+        max_envelope_bytes=1 << 20,
+    )
+
+
+@pytest.fixture
+def app(settings: Settings) -> FastAPI:
+    """The aggregator app."""
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    """A test client with the app's lifespan running (deadline checker on)."""
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture
+def h(client: TestClient, app: FastAPI, key_set: SecretContext) -> Harness:
+    """The harness."""
+    return Harness(client, app, key_set)
