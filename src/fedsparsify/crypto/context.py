@@ -1,0 +1,392 @@
+"""Key sets: the dealer's :class:`SecretContext` and the aggregator's :class:`PublicContext`.
+
+Both wrap TenSEAL objects that never leave this package. The serialised forms are ours, so that
+the preset (packing, seeding) travels with the keys and is covered by the digest::
+
+    public bytes  b"FSPC" | version u8 | u32 len | preset JSON | u32 len | body
+                  body: TenSEAL context with the public key only (no secret key, no Galois keys,
+                  no relinearisation keys: the aggregator only adds), or for the ``plaintext``
+                  preset 16 random bytes that name the key set.
+    secret bytes  b"FSSC" | version u8 | u32 len | public bytes | u32 len | SEAL secret key
+
+The digest of a key set is the SHA-256 (hex) of its public bytes; every client and the aggregator
+compute it from the same bytes. Lengths are big-endian.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import struct
+from typing import Any, NoReturn
+
+import numpy as np
+
+from fedsparsify.crypto._seal import (
+    SEAL_ERRORS,
+    load_ciphertext,
+    load_secret_key,
+    save_secret_key,
+    save_to_bytes,
+    seal_header_ok,
+    sealapi,
+    ts,
+)
+from fedsparsify.crypto.presets import PRESETS, CkksPreset, check_security, get_preset
+from fedsparsify.errors import (
+    CryptoError,
+    MalformedStreamError,
+    ParameterMismatchError,
+    SecretKeyRequiredError,
+    ValueRangeError,
+)
+
+__all__ = ["PublicContext", "SecretContext", "create_secret_context", "resolve_preset"]
+
+logger = logging.getLogger(__name__)
+
+MAGIC_PUBLIC = b"FSPC"
+MAGIC_SECRET = b"FSSC"
+CONTEXT_VERSION = 1
+_U32 = struct.Struct(">I")
+_PLAINTEXT_ID_BYTES = 16
+#: A decrypted encryption of zero must come back this close to zero, or the key pair is mixed up.
+_KEY_CHECK_TOLERANCE = 1e-3
+
+#: A decoded frame: a ``sealapi.Ciphertext`` or, for the plaintext preset, a float64 vector.
+Frame = Any
+
+
+def resolve_preset(preset: CkksPreset | str) -> CkksPreset:
+    """A preset object from a preset or its name (:class:`ConfigError` for unknown names)."""
+    return preset if isinstance(preset, CkksPreset) else get_preset(preset)
+
+
+def _pack(magic: bytes, *sections: bytes) -> bytes:
+    parts = [magic, bytes([CONTEXT_VERSION])]
+    for section in sections:
+        parts += [_U32.pack(len(section)), section]
+    return b"".join(parts)
+
+
+def _unpack(data: bytes, magic: bytes, count: int, what: str) -> list[bytes]:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise CryptoError(f"{what} must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if data[:4] != magic:
+        if magic == MAGIC_PUBLIC and data[:4] == MAGIC_SECRET:
+            raise CryptoError(
+                "refusing a secret context where a public one is expected: the aggregator must "
+                "never receive the secret key"
+            )
+        raise CryptoError(f"not a fedsparsify {what} (bad magic)")
+    if len(data) < 5 or data[4] != CONTEXT_VERSION:
+        raise CryptoError(f"unsupported {what} version")
+    pos, sections = 5, []
+    for _ in range(count):
+        if pos + 4 > len(data):
+            raise CryptoError(f"truncated {what}")
+        (length,) = _U32.unpack_from(data, pos)
+        pos += 4
+        if pos + length > len(data):
+            raise CryptoError(f"truncated {what}")
+        sections.append(data[pos : pos + length])
+        pos += length
+    if pos != len(data):
+        raise CryptoError(f"{len(data) - pos} unexpected bytes after the {what}")
+    return sections
+
+
+def _tenseal_parameters(ctx: Any) -> tuple[int, tuple[int, ...], float]:
+    parms = ctx.seal_context().data.key_context_data().parms()
+    bits = tuple(int(m.bit_count()) for m in parms.coeff_modulus())
+    return int(parms.poly_modulus_degree()), bits, float(ctx.global_scale)
+
+
+def _parse_public(data: bytes) -> tuple[CkksPreset, Any]:
+    """Preset and TenSEAL context (``None`` for plaintext) of public bytes, fully checked."""
+    preset_json, body = _unpack(data, MAGIC_PUBLIC, 2, "public context")
+    preset = CkksPreset.from_json(preset_json)
+    check_security(preset)
+    shipped = PRESETS.get(preset.name)
+    if shipped is not None and dataclasses.replace(shipped, seeded=preset.seeded) != preset:
+        raise CryptoError(
+            f"the context calls itself {preset.name!r} but its parameters differ from that "
+            "preset's (only the client-side 'seeded' choice may differ)"
+        )
+    if not preset.encrypted:
+        if len(body) != _PLAINTEXT_ID_BYTES:
+            raise CryptoError("plaintext key-set descriptor has the wrong length")
+        return preset, None
+    try:
+        ctx = ts.context_from(body)
+    except SEAL_ERRORS as exc:
+        raise CryptoError(f"unreadable TenSEAL context: {exc}") from exc
+    if ctx.has_secret_key():
+        raise CryptoError("refusing a context that holds a secret key")
+    if ctx.has_galois_keys():
+        raise CryptoError("refusing a public context that holds Galois keys")
+    if not ctx.is_public() or not ctx.has_public_key():
+        raise CryptoError("the context holds no public key")
+    n, bits, scale = _tenseal_parameters(ctx)
+    if (n, bits, scale) != (preset.poly_modulus_degree, preset.coeff_mod_bit_sizes, preset.scale):
+        raise CryptoError(
+            f"context parameters N={n} primes={list(bits)} scale={scale:g} do not match "
+            f"preset {preset.name!r}"
+        )
+    return preset, ctx
+
+
+class PublicContext:
+    """What the aggregator holds: the preset and public key of a key set, never a secret key.
+
+    It can load, check and add ciphertext frames, and nothing else: :meth:`decrypt` raises
+    :class:`SecretKeyRequiredError`. Build it with :meth:`from_bytes` or
+    :meth:`SecretContext.public`.
+    """
+
+    def __init__(self, preset: CkksPreset, public_bytes: bytes, tenseal_context: Any) -> None:
+        self.preset: CkksPreset = preset
+        self._public_bytes = public_bytes
+        self.digest: str = hashlib.sha256(public_bytes).hexdigest()
+        self._tenseal = tenseal_context
+        if preset.encrypted:
+            self._seal = tenseal_context.seal_context().data
+            self._evaluator = sealapi.Evaluator(self._seal)
+            self._parms_id = list(self._seal.first_parms_id())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> PublicContext:
+        """Load public bytes; :class:`CryptoError` for garbage, a secret key or weak parameters
+        (:class:`InsecureParametersError`)."""
+        preset, ctx = _parse_public(data)
+        return cls(preset, bytes(data), ctx)
+
+    def public_bytes(self) -> bytes:
+        """The exact bytes the digest is computed from."""
+        return self._public_bytes
+
+    def decrypt(self, *args: object, **kwargs: object) -> NoReturn:
+        """Always refused: a public context holds no secret key."""
+        raise SecretKeyRequiredError(
+            "a public context cannot decrypt: it holds no secret key (only clients do)"
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(preset={self.preset.name!r}, digest={self.digest[:16]}…)"
+
+    # Frame operations used by the wire reader, the sum and decryption (package-internal).
+
+    def _load_frame(self, payload: bytes, n_values: int) -> Frame:
+        """Load and check one frame holding ``n_values`` values; typed wire errors otherwise."""
+        if not self.preset.encrypted:
+            if len(payload) != 4 * n_values:
+                raise ParameterMismatchError(
+                    f"plaintext frame of {len(payload)} bytes, expected {4 * n_values}"
+                )
+            values = np.frombuffer(payload, dtype="<f4").astype(np.float64)
+            if not np.isfinite(values).all():
+                raise MalformedStreamError("plaintext frame holds NaN or infinite values")
+            return values
+        if not seal_header_ok(payload):
+            raise MalformedStreamError("frame is not a SEAL ciphertext (bad SEAL header)")
+        try:
+            ct = load_ciphertext(self._seal, payload)
+        except SEAL_ERRORS as exc:
+            if "I/O error" in str(exc) or "stream" in str(exc):
+                raise MalformedStreamError(f"unreadable ciphertext frame: {exc}") from exc
+            raise ParameterMismatchError(
+                f"ciphertext does not load under preset {self.preset.name!r}: {exc}"
+            ) from exc
+        if (
+            ct.size() != 2
+            or list(ct.parms_id()) != self._parms_id
+            or ct.scale != self.preset.scale
+            or not ct.is_ntt_form()
+        ):
+            raise ParameterMismatchError(
+                f"ciphertext level, size or scale differs from preset {self.preset.name!r}"
+            )
+        return ct
+
+    def _add_frames(self, acc: Frame, other: Frame) -> Frame:
+        """``acc + other``, in place where possible."""
+        if not self.preset.encrypted:
+            acc += other
+            return acc
+        try:
+            self._evaluator.add_inplace(acc, other)
+        except SEAL_ERRORS as exc:
+            raise ParameterMismatchError(f"ciphertexts cannot be added: {exc}") from exc
+        return acc
+
+    def _dump_frame(self, frame: Frame) -> bytes:
+        """The payload bytes of a frame."""
+        if not self.preset.encrypted:
+            return np.asarray(frame, dtype="<f4").tobytes()
+        try:
+            return save_to_bytes(frame)
+        except SEAL_ERRORS as exc:
+            raise CryptoError(f"cannot serialise a ciphertext: {exc}") from exc
+
+
+class SecretContext:
+    """A key set with its secret key: what the dealer creates and every client holds.
+
+    Encrypts chunks (seeded secret-key encryption or public-key encryption, as the preset says)
+    and decrypts frames. Never hand its :meth:`secret_bytes` to the aggregator: wrap them in an
+    envelope (:func:`fedsparsify.crypto.seal_envelope`) for each client.
+    """
+
+    def __init__(self, public: PublicContext, secret_key: Any, secret_key_bytes: bytes) -> None:
+        self._public = public
+        self._secret_key = secret_key
+        self._secret_key_bytes = secret_key_bytes
+        preset = public.preset
+        if preset.encrypted:
+            seal = public._seal
+            self._encoder = sealapi.CKKSEncoder(seal)
+            self._decryptor = sealapi.Decryptor(seal, secret_key)
+            if preset.seeded:
+                self._encryptor = sealapi.Encryptor(seal, secret_key)
+            else:
+                self._encryptor = sealapi.Encryptor(seal, public._tenseal.public_key().data)
+
+    @property
+    def preset(self) -> CkksPreset:
+        """The key set's preset."""
+        return self._public.preset
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 hex of :meth:`public_bytes`: the key set's identity."""
+        return self._public.digest
+
+    def public_bytes(self) -> bytes:
+        """What the dealer uploads to the aggregator."""
+        return self._public.public_bytes()
+
+    def secret_bytes(self) -> bytes:
+        """Public bytes plus the secret key: seal it in an envelope before it travels."""
+        return _pack(MAGIC_SECRET, self._public.public_bytes(), self._secret_key_bytes)
+
+    def public(self) -> PublicContext:
+        """The public part (a context with no secret key)."""
+        return self._public
+
+    @classmethod
+    def from_secret_bytes(cls, data: bytes) -> SecretContext:
+        """Load :meth:`secret_bytes`; :class:`CryptoError` for garbage or a key that does not
+        belong to the public key, :class:`SecretKeyRequiredError` when the key is missing."""
+        public_bytes, sk_bytes = _unpack(data, MAGIC_SECRET, 2, "secret context")
+        public = PublicContext.from_bytes(public_bytes)
+        if not public.preset.encrypted:
+            if sk_bytes:
+                raise CryptoError("a plaintext key set carries no secret key")
+            return cls(public, None, b"")
+        if not sk_bytes:
+            raise SecretKeyRequiredError("the secret context holds no secret key")
+        try:
+            key = load_secret_key(public._seal, sk_bytes)
+        except SEAL_ERRORS as exc:
+            raise CryptoError(f"unreadable secret key: {exc}") from exc
+        ctx = cls(public, key, sk_bytes)
+        ctx._check_key_pair()
+        return ctx
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(preset={self.preset.name!r}, digest={self.digest[:16]}…)"
+
+    def _check_key_pair(self) -> None:
+        """Decrypt a public-key encryption of zero: a foreign secret key gives noise, not 0."""
+        try:
+            public_key = self._public._tenseal.public_key().data
+            ct = sealapi.Ciphertext()
+            sealapi.Encryptor(self._public._seal, public_key).encrypt_zero(ct)
+            ct.scale = self.preset.scale
+            pt = sealapi.Plaintext()
+            self._decryptor.decrypt(ct, pt)
+            worst = float(np.max(np.abs(self._encoder.decode_double(pt))))
+        except SEAL_ERRORS as exc:
+            raise CryptoError(f"secret key unusable with the public key: {exc}") from exc
+        if not worst < _KEY_CHECK_TOLERANCE:
+            raise CryptoError("the secret key does not belong to the public key")
+
+    # Chunk operations used by encrypt_update / decrypt_sum (package-internal).
+
+    def _encrypt_chunk(self, chunk: np.ndarray) -> bytes:
+        """Encrypt (or, for plaintext, encode) one chunk of at most ``values_per_ciphertext``
+        float64 values, already weighted and range-checked."""
+        preset = self.preset
+        if not preset.encrypted:
+            return chunk.astype("<f4").tobytes()
+        if preset.complex_packing:
+            if chunk.size % 2:
+                chunk = np.append(chunk, 0.0)
+            slots: list[Any] = (
+                np.ascontiguousarray(chunk, dtype=np.float64).view(np.complex128).tolist()
+            )
+        else:
+            slots = np.asarray(chunk, dtype=np.float64).tolist()
+        try:
+            pt = sealapi.Plaintext()
+            self._encoder.encode(slots, preset.scale, pt)
+            if preset.seeded:
+                return save_to_bytes(self._encryptor.encrypt_symmetric(pt))
+            ct = sealapi.Ciphertext()
+            self._encryptor.encrypt(pt, ct)
+            return save_to_bytes(ct)
+        except SEAL_ERRORS as exc:
+            if "too large" in str(exc):
+                raise ValueRangeError(f"values too large for CKKS encoding: {exc}") from exc
+            raise CryptoError(f"encryption failed: {exc}") from exc
+
+    def _decrypt_frame(self, frame: Frame, n_values: int) -> np.ndarray:
+        """The first ``n_values`` float64 values of a loaded frame."""
+        if not self.preset.encrypted:
+            return np.asarray(frame, dtype=np.float64)[:n_values]
+        try:
+            pt = sealapi.Plaintext()
+            self._decryptor.decrypt(frame, pt)
+            if self.preset.complex_packing:
+                decoded = np.asarray(self._encoder.decode_complex(pt), dtype=np.complex128)
+                return decoded.view(np.float64)[:n_values]
+            return np.asarray(self._encoder.decode_double(pt), dtype=np.float64)[:n_values]
+        except SEAL_ERRORS as exc:
+            raise CryptoError(f"decryption failed: {exc}") from exc
+
+
+def create_secret_context(preset: CkksPreset | str = "lean") -> SecretContext:
+    """Create a fresh key set (the key dealer calls this).
+
+    Refuses weak parameters with :class:`InsecureParametersError`. For ``plaintext`` the key set
+    is a tiny descriptor with a random identity, so the aggregator keeps one code path.
+    """
+    chosen = resolve_preset(preset)
+    check_security(chosen)
+    preset_json = chosen.to_json()
+    if not chosen.encrypted:
+        public_bytes = _pack(MAGIC_PUBLIC, preset_json, os.urandom(_PLAINTEXT_ID_BYTES))
+        return SecretContext(PublicContext.from_bytes(public_bytes), None, b"")
+    try:
+        full = ts.context(
+            ts.SCHEME_TYPE.CKKS,
+            chosen.poly_modulus_degree,
+            coeff_mod_bit_sizes=list(chosen.coeff_mod_bit_sizes),
+        )
+        full.global_scale = chosen.scale
+        body = full.serialize(
+            save_public_key=True,
+            save_secret_key=False,
+            save_galois_keys=False,
+            save_relin_keys=False,
+        )
+        sk_bytes = save_secret_key(full.secret_key().data)
+    except SEAL_ERRORS as exc:
+        raise CryptoError(f"TenSEAL refused preset {chosen.name!r}: {exc}") from exc
+    public_bytes = _pack(MAGIC_PUBLIC, preset_json, body)
+    ctx = SecretContext.from_secret_bytes(_pack(MAGIC_SECRET, public_bytes, sk_bytes))
+    logger.info("created a %s key set %s", chosen.name, ctx.digest[:16])
+    return ctx

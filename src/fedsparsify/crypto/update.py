@@ -1,0 +1,118 @@
+"""Client side: encrypt kept coordinates into an update stream, decrypt an aggregate.
+
+Guarantee: if every client encrypts values with |x| <= ``preset.max_abs_value`` (checked here,
+before anything is encrypted) and the weights of the updates in a sum add up to at most 1 (the
+aggregator enforces it in :func:`~fedsparsify.crypto.add_updates`), the encrypted sum never
+leaves CKKS's range, so it decrypts to sum_k w_k x_k within the preset's precision budget.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
+
+import numpy as np
+
+from fedsparsify.crypto.context import SecretContext
+from fedsparsify.crypto.packing import check_values, check_weight, iter_chunks
+from fedsparsify.crypto.wire import (
+    FORMAT_VERSION,
+    UpdateHeader,
+    UpdateParser,
+    frame_bytes,
+    iter_source,
+)
+from fedsparsify.errors import ConfigError, SecretKeyRequiredError
+
+__all__ = ["decrypt_sum", "encrypt_update"]
+
+logger = logging.getLogger(__name__)
+
+
+def encrypt_update(
+    ctx: SecretContext,
+    values: np.ndarray,
+    *,
+    weight: float,
+    mask_digest: str,
+    contributor: str = "",
+) -> Iterator[bytes]:
+    """Encrypt a client's kept coordinates; yield the header, then one frame at a time.
+
+    ``values`` is the 1-D float32 vector of kept coordinates in canonical order; it is
+    multiplied by ``weight`` (in (0, 1]) and encrypted chunk by chunk, each chunk serialised
+    before the next is encrypted, so memory stays at a few ciphertexts. Arguments are checked at
+    call time, before the first byte: :class:`ValueRangeError` for a weight outside (0, 1] or any
+    |x| > ``ctx.preset.max_abs_value``, NaN or infinity.
+    """
+    if not isinstance(ctx, SecretContext):
+        raise SecretKeyRequiredError("encrypt_update needs a SecretContext")
+    w = check_weight(weight)
+    check_values(ctx.preset, values)
+    if not isinstance(mask_digest, str) or len(mask_digest) > 256:
+        raise ConfigError("mask_digest must be a string of at most 256 characters")
+    if not isinstance(contributor, str) or len(contributor) > 256:
+        raise ConfigError("contributor must be a string of at most 256 characters")
+    vpc = ctx.preset.values_per_ciphertext
+    header = UpdateHeader(
+        version=FORMAT_VERSION,
+        kind="update",
+        preset=ctx.preset.name,
+        context_digest=ctx.digest,
+        mask_digest=mask_digest,
+        weight=w,
+        n_values=int(values.size),
+        values_per_ciphertext=vpc,
+        n_ciphertexts=-(-int(values.size) // vpc),
+        contributors=(contributor,) if contributor else (),
+    )
+    logger.debug(
+        "encrypting %d values in %d ciphertexts (%s)",
+        header.n_values,
+        header.n_ciphertexts,
+        ctx.preset.name,
+    )
+    return _stream(ctx, header, values, w)
+
+
+def _stream(
+    ctx: SecretContext, header: UpdateHeader, values: np.ndarray, weight: float
+) -> Iterator[bytes]:
+    yield header.to_bytes()
+    for chunk in iter_chunks(values, weight, header.values_per_ciphertext):
+        yield frame_bytes(ctx._encrypt_chunk(chunk))
+
+
+def decrypt_sum(
+    ctx: SecretContext, source: BinaryIO | Iterable[bytes]
+) -> tuple[UpdateHeader, np.ndarray]:
+    """Decrypt an aggregate (or a single update) stream.
+
+    Returns the header and the float64 vector sum_k w_k x_k of length ``header.n_values``;
+    divide by ``header.weight`` for the weighted average. The stream is validated against the
+    key set (typed wire errors). A :class:`PublicContext` cannot decrypt:
+    :class:`SecretKeyRequiredError`. The result carries CKKS noise: round it (or add noise)
+    before publishing it, or the ciphertext and the exact result together can expose the key.
+    """
+    if not isinstance(ctx, SecretContext):
+        raise SecretKeyRequiredError(
+            "decrypt_sum needs the secret context; a public context holds no secret key"
+        )
+    parser = UpdateParser(ctx.public(), expect_kind=None)
+    out: np.ndarray | None = None
+    index = 0
+    for chunk in iter_source(source):
+        for _payload, frame in parser._feed(chunk):
+            header = parser.header
+            assert header is not None
+            if out is None:
+                out = np.empty(header.n_values, dtype=np.float64)
+            start = index * header.values_per_ciphertext
+            count = header.frame_values(index)
+            out[start : start + count] = ctx._decrypt_frame(frame, count)
+            index += 1
+    header = parser.finish()
+    if out is None:
+        out = np.empty(header.n_values, dtype=np.float64)
+    return header, out
