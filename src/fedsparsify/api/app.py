@@ -35,14 +35,19 @@ stored hashed. Missing or unknown token: 401; valid token, not allowed: 403.
 
 **A federation, step by step.**
 1. Admin: `POST /v1/federations` (a `FederationSpec`) → `id`, `enrollment_token`.
-2. Each site: `POST /v1/federations/{fid}/clients` with `X-Enrollment-Token` and
-   `{name, public_key (X25519, base64), num_samples}` → `client_id`, `token`, `is_dealer`.
+2. Each site: `GET /v1/federations/{fid}/spec` with `X-Enrollment-Token` (the model's input
+   shape, to load its data and count its samples), then `POST /v1/federations/{fid}/clients`
+   with `X-Enrollment-Token` and `{name, public_key (X25519, base64), num_samples}` →
+   `client_id`, `token`, `is_dealer`.
 3. The dealer (first to register): `PUT .../keys/context` (public context bytes), then for
    every other member (`GET .../clients`) `PUT .../keys/envelopes/{client_id}` (sealed secret
    context). Members fetch `GET .../keys/envelope` (their own only) and `GET .../keys/context`.
 4. Admin: `POST .../rounds` opens round 0 (participants: the dealer and clients with an
    envelope; every client for `plaintext`). Later rounds open by themselves with
-   `auto_advance`.
+   `auto_advance`. Only *active* clients are participants: seen (any request with their token,
+   or registration) within `FEDSPARSIFY_CLIENT_LIVENESS_S` (30 s), or done with the previous
+   round; if fewer than `quorum` are active, all are. A site left out is back in the next
+   round once it makes a request again (polling `.../rounds/current` is enough).
 5. Each participant: `GET .../rounds/current`, then for each of the round's `channels`
    `PUT .../rounds/{r}/updates/{channel}` (streamed `encrypt_update` output with
    `weight = num_samples / total_samples`, `contributor = client_id`), and optionally

@@ -5,11 +5,17 @@ a server: WAL journal, ``synchronous=FULL`` (a committed upload survives a power
 timeout, foreign keys, and ``BEGIN IMMEDIATE`` transactions so that concurrent writers wait for
 each other instead of failing on a lock upgrade. Tables are created at startup.
 
+There are no migrations. ``create_all`` creates missing tables but never changes existing ones,
+so a column added after a table first shipped is listed in :data:`ADDED_COLUMNS` and added at
+startup with ``ALTER TABLE ... ADD COLUMN`` when a database from an older version lacks it
+(nullable columns only: existing rows read NULL). Anything beyond that needs a real migration tool.
+
 Times are stored as UNIX seconds (floats): portable across databases and free of time zones.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,11 +33,14 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 __all__ = [
+    "ADDED_COLUMNS",
     "Base",
     "ClientRow",
     "Database",
@@ -40,8 +49,11 @@ __all__ = [
     "RoundRow",
     "ServerSecretRow",
     "UploadRow",
+    "add_missing_columns",
     "now",
 ]
+
+log = logging.getLogger(__name__)
 
 ID_LENGTH = 32
 
@@ -101,6 +113,9 @@ class ClientRow(Base):
     is_dealer: Mapped[bool] = mapped_column(Boolean, default=False)
     envelope_bytes: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[float] = mapped_column(Float, default=now)
+    #: Last request authenticated with this client's token (registration counts); written at
+    #: most about once a second per client. NULL in rows from before the column existed.
+    last_seen_at: Mapped[float | None] = mapped_column(Float, default=None)
 
 
 class RoundRow(Base):
@@ -160,6 +175,41 @@ class RoundMetricRow(Base):
     updated_at: Mapped[float] = mapped_column(Float, default=now)
 
 
+#: Columns added to existing tables after they first shipped: ``(table, column)``, nullable.
+ADDED_COLUMNS: tuple[tuple[str, str], ...] = (("clients", "last_seen_at"),)
+
+
+def add_missing_columns(engine: Engine) -> list[str]:
+    """Add each of :data:`ADDED_COLUMNS` that an existing table lacks; idempotent.
+
+    Returns the ``table.column`` names added. Two processes racing here is harmless: the loser's
+    ``ALTER TABLE`` fails, and the column is then found present.
+    """
+    added: list[str] = []
+    for table_name, column_name in ADDED_COLUMNS:
+        if _has_column(engine, table_name, column_name):
+            continue
+        column = Base.metadata.tables[table_name].c[column_name]
+        ddl = (
+            f"ALTER TABLE {table_name} ADD COLUMN {column_name} "
+            f"{column.type.compile(dialect=engine.dialect)}"
+        )
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(ddl)
+        except DBAPIError:
+            if not _has_column(engine, table_name, column_name):
+                raise
+            continue
+        log.warning("database from an older version: added column %s.%s", table_name, column_name)
+        added.append(f"{table_name}.{column_name}")
+    return added
+
+
+def _has_column(engine: Engine, table_name: str, column_name: str) -> bool:
+    return any(c["name"] == column_name for c in inspect(engine).get_columns(table_name))
+
+
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -194,8 +244,9 @@ class Database:
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_all(self) -> None:
-        """Create missing tables."""
+        """Create missing tables, and add :data:`ADDED_COLUMNS` missing from older ones."""
         Base.metadata.create_all(self.engine)
+        add_missing_columns(self.engine)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

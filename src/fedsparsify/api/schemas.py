@@ -131,6 +131,14 @@ class ParticipantOut(_Out):
     num_samples: int
     is_dealer: bool
     has_envelope: bool
+    last_seen_at: str | None = Field(
+        ..., description="last request made with its token, or its registration"
+    )
+    active: bool = Field(
+        ...,
+        description="seen within the server's client_liveness_s, or uploaded all of the latest "
+        "round: a key holder that is active when a round opens is one of its participants",
+    )
 
 
 class KeyStatus(_Out):

@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     deadline_check_interval_s: float = Field(
         0.5, gt=0.0, description="how often open rounds are checked against their deadline"
     )
+    client_liveness_s: float = Field(
+        30.0,
+        gt=0.0,
+        description="a client heard from (any request with its token, or registration) within "
+        "this many seconds is active: a new round's participants are the active key holders",
+    )
     keep_uploads: bool = Field(
         False, description="keep individual uploads after a round closes (default: delete)"
     )

@@ -29,12 +29,13 @@ __all__ = [
     "RoundsDep",
     "SessionDep",
     "StateDep",
+    "bearer_scheme",
     "counted_stream",
     "drain",
     "read_body",
 ]
 
-_bearer = HTTPBearer(
+bearer_scheme = HTTPBearer(
     auto_error=False,
     description="admin token, or a client token returned by registration",
 )
@@ -69,7 +70,7 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 def get_caller(
     state: StateDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> Caller:
     """Who the bearer token stands for (401 if missing or unknown)."""
     token = credentials.credentials if credentials is not None else None

@@ -1,10 +1,21 @@
-"""``/v1/federations``: create (admin), list (admin), get (admin or member)."""
+"""``/v1/federations``: create (admin), list (admin), get (admin or member), spec (enrolment
+token, member or admin)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from fedsparsify.api.routes.deps import AdminDep, MemberDep, RoundsDep, SessionDep
+from fastapi import APIRouter, Depends, Header
+from fastapi.security import HTTPAuthorizationCredentials
+
+from fedsparsify.api.routes.deps import (
+    AdminDep,
+    MemberDep,
+    RoundsDep,
+    SessionDep,
+    StateDep,
+    bearer_scheme,
+)
 from fedsparsify.api.schemas import (
     ErrorBody,
     FederationCreated,
@@ -23,11 +34,11 @@ router = APIRouter(
 
 @router.post("", status_code=201, response_model=FederationCreated, summary="Create (admin)")
 def create_federation(
-    spec: FederationSpec, _admin: AdminDep, session: SessionDep
+    spec: FederationSpec, _admin: AdminDep, session: SessionDep, state: StateDep
 ) -> FederationCreated:
     """Create a federation from its spec. The answer's ``enrollment_token`` is shown only here
     (stored hashed): hand it to the sites, which register with it."""
-    return service.create_federation(session, spec)
+    return service.create_federation(session, spec, liveness_s=state.settings.client_liveness_s)
 
 
 @router.get("", response_model=list[FederationSummary], summary="List (admin)")
@@ -43,12 +54,46 @@ def list_federations(_admin: AdminDep, session: SessionDep) -> list[FederationSu
     responses={404: {"model": ErrorBody}},
 )
 def get_federation(
-    fid: str, _caller: MemberDep, session: SessionDep, rounds: RoundsDep
+    fid: str, _caller: MemberDep, session: SessionDep, state: StateDep, rounds: RoundsDep
 ) -> FederationOut:
     """State (``enrolling``, ``running``, ``completed``, ``failed``), spec, current round,
     participants (no tokens), key status, and the per-round history: state, value count,
     contributors, upload bytes per client, aggregate bytes, aggregation seconds and the metrics
-    clients reported (e.g. ``sparsity``, ``val_mae``)."""
+    clients reported (e.g. ``sparsity``, ``val_mae``). Each participant shows ``last_seen_at``
+    (its last request, or its registration) and ``active``: seen within the server's
+    ``client_liveness_s`` or done with the latest round, i.e. in the next round if it holds the
+    key (unless fewer than ``quorum`` are active: then every key holder is)."""
     rounds.check_deadlines(fid)
     session.expire_all()
-    return service.describe_federation(session, service.get_federation(session, fid))
+    return service.describe_federation(
+        session,
+        service.get_federation(session, fid),
+        liveness_s=state.settings.client_liveness_s,
+    )
+
+
+@router.get(
+    "/{fid}/spec",
+    response_model=FederationSpec,
+    summary="The spec (enrolment token, member or admin)",
+    responses={404: {"model": ErrorBody, "description": "admin only: no such federation"}},
+)
+def get_spec(
+    fid: str,
+    session: SessionDep,
+    state: StateDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    x_enrollment_token: Annotated[str | None, Header()] = None,
+) -> FederationSpec:
+    """The federation's spec, readable before registering: a site needs the model's input
+    shape to load its data and count its samples. Send the enrolment token (header
+    ``X-Enrollment-Token``, or ``Authorization: Bearer <enrolment token>``), or a member's or
+    the admin's bearer token. Without a valid token: 401, the same whether or not the federation
+    exists; a client of another federation: 403; the admin: 404 for an unknown federation."""
+    return service.read_spec(
+        state,
+        session,
+        fid,
+        enrollment_token=x_enrollment_token,
+        bearer=credentials.credentials if credentials is not None else None,
+    )

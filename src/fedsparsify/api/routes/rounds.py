@@ -57,9 +57,12 @@ DRAIN_LIMIT = 64 << 20
 def open_round(fid: str, _admin: AdminDep, rounds: RoundsDep) -> RoundOut:
     """Open the next round. 409 when a round is still open, all ``spec.rounds`` have run, fewer
     than ``min_clients`` are registered, or (encrypted presets) the public context is missing or
-    fewer than ``min_clients`` hold the key. Participants: the dealer and every client with an
-    envelope (encrypted presets), or every registered client (``plaintext``). With
-    ``spec.auto_advance`` later rounds open by themselves when one closes or fails."""
+    fewer than ``min_clients`` hold the key. Participants: the key holders, i.e. the dealer and
+    every client with an envelope (encrypted presets) or every registered client
+    (``plaintext``), that are active: seen within the server's ``client_liveness_s`` (any
+    request with their token, or registration) or done with the previous round. When fewer
+    than ``quorum`` are active, every key holder is a participant. With ``spec.auto_advance``
+    later rounds open by themselves when one closes or fails (same rule)."""
     return rounds.open_next_round(fid)
 
 

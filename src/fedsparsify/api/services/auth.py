@@ -3,6 +3,9 @@
 Bearer tokens are looked up by their SHA-256 (clients, enrolment) or compared in constant time
 with :func:`hmac.compare_digest` (admin). The admin token comes from the settings, or is
 generated on first start, logged once, and only its hash is kept.
+
+Every request a client's token authenticates marks that client as seen (throttled, see
+:mod:`fedsparsify.api.services.liveness`).
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fedsparsify.api.db import ClientRow, ServerSecretRow
+from fedsparsify.api.db import ClientRow, ServerSecretRow, now
 from fedsparsify.api.security import ADMIN_PREFIX, hash_token, new_token, token_matches
+from fedsparsify.api.services.liveness import touch
 from fedsparsify.api.state import AppState
 from fedsparsify.errors import AuthenticationError, PermissionDeniedError
 
@@ -81,7 +85,9 @@ def bootstrap_admin_token(state: AppState) -> str | None:
 
 
 def resolve_caller(state: AppState, session: Session, token: str | None) -> Caller:
-    """The caller a bearer token stands for; :class:`AuthenticationError` if none."""
+    """The caller a bearer token stands for; :class:`AuthenticationError` if none.
+
+    A client's token also records that the client was seen (this may commit ``session``)."""
     if not token:
         raise AuthenticationError("missing bearer token (Authorization: Bearer <token>)")
     if token_matches(token, state.admin_token_hash):
@@ -90,6 +96,7 @@ def resolve_caller(state: AppState, session: Session, token: str | None) -> Call
     client = session.scalars(select(ClientRow).where(ClientRow.token_hash == digest)).first()
     if client is None or not token_matches(token, client.token_hash):
         raise AuthenticationError("unknown or revoked token")
+    touch(session, client, now(), state.settings.client_liveness_s)
     return Caller(
         is_admin=False,
         client_id=client.id,

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from fedsparsify.api.db import ClientRow, FederationRow
+from fedsparsify.api.db import ClientRow, FederationRow, now
 from fedsparsify.api.schemas import ClientOut, ClientRegistered, ClientRegistration
 from fedsparsify.api.security import CLIENT_PREFIX, hash_token, new_id, new_token, token_matches
 from fedsparsify.crypto import key_fingerprint
@@ -58,6 +58,7 @@ def register_client(
         raise CryptoError(f"public_key: {exc}") from exc
     token = new_token(CLIENT_PREFIX)
     is_dealer = fed.dealer_id is None
+    registered_at = now()
     client = ClientRow(
         id=new_id(),
         federation_id=fed.id,
@@ -67,6 +68,8 @@ def register_client(
         num_samples=body.num_samples,
         token_hash=hash_token(token),
         is_dealer=is_dealer,
+        created_at=registered_at,
+        last_seen_at=registered_at,  # registering is being seen
     )
     session.add(client)
     if is_dealer:

@@ -1,4 +1,5 @@
-"""Federations: create, list, describe (state, participants, keys, per-round history)."""
+"""Federations: create, list, describe (state, participants, keys, per-round history), and the
+spec for sites that hold the enrolment token but have not registered yet."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ from collections import defaultdict
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from fedsparsify.api.db import ClientRow, FederationRow, RoundMetricRow, RoundRow, UploadRow
+from fedsparsify.api.db import (
+    ClientRow,
+    FederationRow,
+    RoundMetricRow,
+    RoundRow,
+    UploadRow,
+    now,
+)
 from fedsparsify.api.schemas import (
     FederationCreated,
     FederationOut,
@@ -18,9 +26,18 @@ from fedsparsify.api.schemas import (
     RoundHistory,
     iso,
 )
-from fedsparsify.api.security import ENROLLMENT_PREFIX, hash_token, new_id, new_token
+from fedsparsify.api.security import (
+    ENROLLMENT_PREFIX,
+    hash_token,
+    new_id,
+    new_token,
+    token_matches,
+)
+from fedsparsify.api.services.auth import require_member, resolve_caller
+from fedsparsify.api.services.liveness import active_ids
+from fedsparsify.api.state import AppState
 from fedsparsify.crypto import get_preset
-from fedsparsify.errors import NotFoundError
+from fedsparsify.errors import AuthenticationError, NotFoundError
 from fedsparsify.platform.spec import FederationSpec
 
 __all__ = [
@@ -29,6 +46,7 @@ __all__ = [
     "get_federation",
     "keys_required",
     "list_federations",
+    "read_spec",
     "spec_of",
 ]
 
@@ -53,7 +71,55 @@ def get_federation(session: Session, federation_id: str) -> FederationRow:
     return fed
 
 
-def create_federation(session: Session, spec: FederationSpec) -> FederationCreated:
+def read_spec(
+    state: AppState,
+    session: Session,
+    federation_id: str,
+    *,
+    enrollment_token: str | None,
+    bearer: str | None,
+) -> FederationSpec:
+    """The spec, for a holder of the federation's enrolment token (``X-Enrollment-Token``, or
+    ``bearer``) or for the admin or a member (``bearer``).
+
+    Existence is told only to the admin (404): a caller without a valid token gets the same 401
+    whether or not ``federation_id`` exists, and a client of another federation the same 403.
+    The enrolment token is looked up by its hash, independently of ``federation_id``.
+    """
+    if not enrollment_token and not bearer:
+        raise AuthenticationError(
+            "missing token: the enrolment token (X-Enrollment-Token or Authorization: Bearer), "
+            "or a member's or the admin's bearer token"
+        )
+    if enrollment_token and (fed := _enrolled(session, federation_id, enrollment_token)):
+        return spec_of(fed)
+    if bearer:
+        try:
+            caller = resolve_caller(state, session, bearer)
+        except AuthenticationError:
+            if fed := _enrolled(session, federation_id, bearer):
+                return spec_of(fed)
+        else:
+            require_member(caller, federation_id)
+            return spec_of(get_federation(session, federation_id))
+    raise AuthenticationError(
+        f"wrong enrolment token for federation {federation_id!r} (or no such federation)"
+    )
+
+
+def _enrolled(session: Session, federation_id: str, token: str) -> FederationRow | None:
+    """The federation ``token`` is the enrolment token of, if it is ``federation_id``."""
+    fed = session.scalars(
+        select(FederationRow).where(FederationRow.enrollment_token_hash == hash_token(token))
+    ).first()
+    if fed is None or fed.id != federation_id:
+        return None
+    return fed if token_matches(token, fed.enrollment_token_hash) else None
+
+
+def create_federation(
+    session: Session, spec: FederationSpec, *, liveness_s: float
+) -> FederationCreated:
     """Store a new federation; the answer carries its enrolment token (only time it is seen)."""
     get_preset(spec.crypto_preset)
     token = new_token(ENROLLMENT_PREFIX)
@@ -67,7 +133,7 @@ def create_federation(session: Session, spec: FederationSpec) -> FederationCreat
     session.add(fed)
     session.commit()
     log.info("federation %s (%s) created, preset %s", fed.id, fed.name, spec.crypto_preset)
-    out = describe_federation(session, fed)
+    out = describe_federation(session, fed, liveness_s=liveness_s)
     return FederationCreated(**out.model_dump(), enrollment_token=token)
 
 
@@ -100,8 +166,11 @@ def list_federations(session: Session) -> list[FederationSummary]:
     ]
 
 
-def describe_federation(session: Session, fed: FederationRow) -> FederationOut:
-    """The full public view of a federation."""
+def describe_federation(
+    session: Session, fed: FederationRow, *, liveness_s: float
+) -> FederationOut:
+    """The full public view of a federation; a participant's ``active`` is as if a round
+    opened now with a liveness window of ``liveness_s`` seconds."""
     clients = session.scalars(
         select(ClientRow).where(ClientRow.federation_id == fed.id).order_by(ClientRow.created_at)
     ).all()
@@ -118,6 +187,7 @@ def describe_federation(session: Session, fed: FederationRow) -> FederationOut:
             select(RoundMetricRow).where(RoundMetricRow.round_id.in_(round_ids))
         ):
             metrics[m.round_id][m.client_id] = dict(m.metrics)
+    active = active_ids(session, fed.id, clients, at=now(), window_s=liveness_s)
     required = keys_required(fed)
     awaiting = [c.id for c in clients if not c.is_dealer and c.envelope_bytes is None]
     history = [
@@ -155,6 +225,8 @@ def describe_federation(session: Session, fed: FederationRow) -> FederationOut:
                 num_samples=c.num_samples,
                 is_dealer=c.is_dealer,
                 has_envelope=c.envelope_bytes is not None,
+                last_seen_at=iso(c.last_seen_at),
+                active=c.id in active,
             )
             for c in clients
         ],

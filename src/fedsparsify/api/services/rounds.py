@@ -57,6 +57,7 @@ from fedsparsify.api.schemas import MetricsStored, RoundOut, UploadAccepted, iso
 from fedsparsify.api.services.auth import Caller
 from fedsparsify.api.services.federations import get_federation, keys_required, spec_of
 from fedsparsify.api.services.keys import load_public_context
+from fedsparsify.api.services.liveness import active_ids, complete_uploaders
 from fedsparsify.api.state import AppState
 from fedsparsify.crypto import PublicContext, UpdateHeader, UpdateParser, add_updates, read_update
 from fedsparsify.errors import (
@@ -238,10 +239,7 @@ class RoundService:
     @staticmethod
     def _complete(rnd: RoundRow, uploads: Sequence[UploadRow]) -> list[str]:
         """Participants that uploaded every channel, in participant order."""
-        have: dict[str, set[str]] = {}
-        for up in uploads:
-            have.setdefault(up.client_id, set()).add(up.channel)
-        return [c for c in rnd.participants if have.get(c, set()) >= set(rnd.channels)]
+        return complete_uploaders(rnd, uploads)
 
     def round_out(self, session: Session, rnd: RoundRow) -> RoundOut:
         """The public view of a round."""
@@ -325,15 +323,16 @@ class RoundService:
         if fed.context_digest is None:
             raise ConflictError("the key dealer has not uploaded the public context yet")
         if keys_required(fed):
-            participants = [c for c in clients if c.is_dealer or c.envelope_bytes is not None]
-            if len(participants) < spec.min_clients:
+            holders = [c for c in clients if c.is_dealer or c.envelope_bytes is not None]
+            if len(holders) < spec.min_clients:
                 raise ConflictError(
-                    f"only {len(participants)} client(s) hold the key (the dealer and those "
+                    f"only {len(holders)} client(s) hold the key (the dealer and those "
                     f"with an envelope); the federation needs {spec.min_clients}"
                 )
         else:
-            participants = list(clients)
+            holders = list(clients)
         opened = now()
+        participants = self._live(session, fed.id, index, holders, spec.quorum, opened)
         rnd = RoundRow(
             federation_id=fed.id,
             index=index,
@@ -358,6 +357,44 @@ class RoundService:
             spec.round_timeout_s,
         )
         return rnd
+
+    def _live(
+        self,
+        session: Session,
+        fid: str,
+        index: int,
+        holders: Sequence[ClientRow],
+        quorum: int,
+        at: float,
+    ) -> list[ClientRow]:
+        """The active ones of ``holders`` (seen within ``client_liveness_s``, or done with the
+        previous round), or all of them when fewer than ``quorum`` are active."""
+        window = self.state.settings.client_liveness_s
+        active = active_ids(session, fid, holders, at=at, window_s=window)
+        live = [c for c in holders if c.id in active]
+        left_out = [c.id for c in holders if c.id not in active]
+        if len(live) < quorum:
+            log.warning(
+                "federation %s round %d: only %d of %d key holder(s) active (seen in the last %gs "
+                "or done with the previous round), quorum %d: every key holder is a participant",
+                fid,
+                index,
+                len(live),
+                len(holders),
+                window,
+                quorum,
+            )
+            return list(holders)
+        if left_out:
+            log.info(
+                "federation %s round %d: left out %d key holder(s) not seen in the last %gs: %s",
+                fid,
+                index,
+                len(left_out),
+                window,
+                ", ".join(left_out),
+            )
+        return live
 
     # -- uploads --------------------------------------------------------------------------
 
