@@ -182,6 +182,17 @@ class AggregatorClient:
         """Admin: every federation."""
         return list(self._json("GET", "/v1/federations"))
 
+    def get_spec(self, federation_id: str, *, enrollment_token: str) -> dict[str, Any]:
+        """The federation spec, readable with the enrolment token before registering (a site
+        needs the model's input shape to load its data and count its samples)."""
+        return dict(
+            self._json(
+                "GET",
+                f"/v1/federations/{federation_id}/spec",
+                headers={"X-Enrollment-Token": enrollment_token},
+            )
+        )
+
     def get_federation(self, federation_id: str) -> dict[str, Any]:
         """State, spec, participants and per-round history of one federation."""
         return dict(self._json("GET", f"/v1/federations/{federation_id}"))

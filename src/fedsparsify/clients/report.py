@@ -1,0 +1,140 @@
+"""The demo's report: per-round table, JSON metrics and PNG plots, side by side per run."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RoundRow", "RunResult", "render_table", "write_report"]
+
+
+@dataclass(frozen=True)
+class RoundRow:
+    """One round of one run, as the demo reports it (means over contributing sites)."""
+
+    round: int
+    sparsity: float
+    val_mae: float
+    upload_bytes: float
+    encrypt_ms: float
+    aggregate_ms: float
+    contributors: int
+    participants: int
+
+
+@dataclass
+class RunResult:
+    """One federation run of the demo."""
+
+    name: str
+    preset: str
+    method: str
+    rows: list[RoundRow] = field(default_factory=list)
+    final_test_mae: float | None = None
+    final_sparsity: float | None = None
+    wall_s: float = 0.0
+    events: list[str] = field(default_factory=list)
+
+
+COLUMNS = (
+    ("round", "round", "{:d}"),
+    ("sparsity", "sparsity", "{:.3f}"),
+    ("val_mae", "val MAE (y)", "{:.2f}"),
+    ("upload_bytes", "upload B/client", "{:,.0f}"),
+    ("encrypt_ms", "encrypt ms", "{:.1f}"),
+    ("aggregate_ms", "aggregate ms", "{:.1f}"),
+    ("contributors", "sites", "{:d}"),
+)
+
+
+def _cell(fmt: str, value: Any) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "-"
+    return fmt.format(value)
+
+
+def render_table(run: RunResult) -> str:
+    """A Markdown table of one run's rounds."""
+    head = "| " + " | ".join(title for _, title, _ in COLUMNS) + " |"
+    rule = "|" + "|".join("---:" for _ in COLUMNS) + "|"
+    lines = [head, rule]
+    for row in run.rows:
+        values = asdict(row)
+        cells = [_cell(fmt, values[key]) for key, _, fmt in COLUMNS]
+        if key_sites := values["participants"]:
+            cells[-1] = f"{values['contributors']}/{key_sites}"
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _plot(runs: Sequence[RunResult], key: str, ylabel: str, path: Path, *, log: bool) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    for run in runs:
+        xs = [r.round for r in run.rows]
+        ys = [getattr(r, key) for r in run.rows]
+        ax.plot(xs, ys, marker="o", markersize=3, label=run.name)
+    ax.set_xlabel("round")
+    ax.set_ylabel(ylabel)
+    if log:
+        ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_report(
+    out_dir: Path,
+    runs: Sequence[RunResult],
+    *,
+    title: str,
+    notes: Sequence[str] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``report.md``, ``metrics.json`` and plots into ``out_dir``; return report.md."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = {
+        "mae.png": ("val_mae", "validation MAE (years)", False),
+        "sparsity.png": ("sparsity", "sparsity", False),
+        "bytes.png": ("upload_bytes", "upload bytes per site", True),
+    }
+    for name, (key, label, log) in plots.items():
+        _plot(runs, key, label, out_dir / name, log=log)
+    payload = {
+        "title": title,
+        "runs": [asdict(run) for run in runs],
+        "notes": list(notes),
+        **(dict(extra) if extra else {}),
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(payload, indent=2))
+    lines = [f"# {title}", ""]
+    if notes:
+        lines += [f"- {note}" for note in notes] + [""]
+    lines += [
+        "| run | preset | method | final test MAE | final sparsity | wall s |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for run in runs:
+        mae = "-" if run.final_test_mae is None else f"{run.final_test_mae:.2f}"
+        sp = "-" if run.final_sparsity is None else f"{run.final_sparsity:.3f}"
+        lines.append(
+            f"| {run.name} | {run.preset} | {run.method} | {mae} | {sp} | {run.wall_s:.0f} |"
+        )
+    for run in runs:
+        lines += ["", f"## {run.name}", "", render_table(run)]
+        if run.events:
+            lines += ["", *[f"- {event}" for event in run.events]]
+    lines += ["", "![MAE](mae.png) ![sparsity](sparsity.png) ![bytes](bytes.png)", ""]
+    report = out_dir / "report.md"
+    report.write_text("\n".join(lines))
+    return report
