@@ -7,6 +7,7 @@ import torch
 
 from fedsparsify.errors import ConfigError
 from fedsparsify.platform.models import (
+    DEFAULT_AGE_SCALE,
     DEFAULT_MEAN_AGE,
     build_model,
     count_trainable,
@@ -44,20 +45,37 @@ def test_brainage_count_follows_width_and_channels(width: int, shape: tuple[int,
 def test_brainage_has_no_normalisation_parameters_or_buffers() -> None:
     model = build_model(ModelSpec(kind="brainage", input_shape=(16, 16, 16), width=2), seed=0)
     names = [n for n, _ in model.named_parameters()]
-    assert list(model.state_dict()) == names
+    # the only buffers are the fixed age offset and scale of the output
+    assert sorted(model.state_dict()) == sorted([*names, "age_offset", "age_scale"])
+    assert [n for n, _ in model.named_buffers()] == ["age_offset", "age_scale"]
     assert all(n.endswith(("weight", "bias")) for n in names)
     assert len(names) == 2 * 7  # seven convolutions, each with weight and bias
 
 
-def test_reduced_brainage_runs_on_small_volumes_and_starts_at_the_mean_age() -> None:
+def test_reduced_brainage_runs_on_small_volumes_and_starts_near_the_mean_age() -> None:
     model = build_model(ModelSpec(kind="brainage", input_shape=(24, 28, 24), width=2), seed=0)
     out = model(torch.randn(3, 1, 24, 28, 24))
     assert out.shape == (3, 1)
-    assert model.state_dict()["output.bias"].item() == pytest.approx(DEFAULT_MEAN_AGE)
+    state = model.state_dict()
+    assert state["output.bias"].item() == 0.0
+    assert state["age_offset"].item() == pytest.approx(DEFAULT_MEAN_AGE)
+    assert state["age_scale"].item() == ModelSpec().age_scale == DEFAULT_AGE_SCALE
+    # the output is offset + scale * (head . w + b): check it against that formula
+    with torch.no_grad():
+        x = torch.randn(2, 1, 24, 28, 24)
+        feats = model.head(model.features(x)).reshape(2, -1)
+        w = state["output.weight"].reshape(-1)
+        expected = DEFAULT_MEAN_AGE + DEFAULT_AGE_SCALE * (feats @ w + state["output.bias"])
+        assert torch.allclose(model(x).reshape(-1), expected, atol=1e-4)
     custom = build_model(
-        ModelSpec(kind="brainage", input_shape=(24, 28, 24), width=2, output_bias=50.0), seed=0
+        ModelSpec(
+            kind="brainage", input_shape=(24, 28, 24), width=2, output_bias=50.0, age_scale=5.0
+        ),
+        seed=0,
     )
-    assert custom.state_dict()["output.bias"].item() == 50.0
+    assert custom.state_dict()["age_offset"].item() == 50.0
+    assert custom.state_dict()["age_scale"].item() == 5.0
+    assert not any(b.requires_grad for b in custom.buffers())
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])

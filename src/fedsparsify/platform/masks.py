@@ -9,9 +9,9 @@ Bias decision: only the weights of ``Linear`` and ``Conv*`` layers are prunable;
 normalisation parameters or buffers) stay dense. The original FedSparsify code prunes every
 trainable variable, but biases are a negligible share of the model (801 of 2,948,801 in BrainAge,
 266 of 26,122 in the digits MLP), their magnitudes live on another scale than weights (BrainAge's
-output bias is the mean age, ~62.7), and a pruned bias removes a unit's offset rather than one
-connection. Keeping them dense costs <0.03% of the BrainAge upload and keeps one global threshold
-meaningful. Sparsity is reported over the prunable coordinates.
+output bias carries a site's offset from the mean age), and a pruned bias removes a unit's offset
+rather than one connection. Keeping them dense costs <0.03% of the BrainAge upload and keeps one
+global threshold meaningful. Sparsity is reported over the prunable coordinates.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@
 - ``brainage``: the BrainAge 3D CNN (an SFCN variant): five blocks of 3x3x3 conv (with bias),
   InstanceNorm3d without learned affine, 2x max-pool and ReLU, with ``width * [1, 2, 4, 8, 8]``
   filters; a 1x1x1 conv to ``2 * width`` + norm + ReLU; global average pooling; a 1x1x1 conv to
-  one output whose bias starts at the mean age. With width 32 on 1x91x109x91 this has
-  2,948,801 trainable parameters: conv weights 2,931,552 + 16,384 + 64, conv biases
-  736 + 64 + 1. Normalisation without affine adds none.
+  one output, read as ``age_offset + age_scale * output`` (see :class:`BrainAgeCNN`). With
+  width 32 on 1x91x109x91 this has 2,948,801 trainable parameters: conv weights
+  2,931,552 + 16,384 + 64, conv biases 736 + 64 + 1. Normalisation without affine adds none.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from fedsparsify.errors import ConfigError
 from fedsparsify.platform.spec import ModelSpec
 
 __all__ = [
+    "DEFAULT_AGE_SCALE",
     "DEFAULT_MEAN_AGE",
     "BrainAgeCNN",
     "build_model",
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 DEFAULT_MEAN_AGE = 62.7
+DEFAULT_AGE_SCALE = 50.0
 _BLOCK_MULTIPLIERS = (1, 2, 4, 8, 8)
 
 
@@ -119,15 +121,48 @@ class _DigitsCNN(nn.Module):
 
 
 class BrainAgeCNN(nn.Module):
-    """The BrainAge 3D CNN; output shape ``(N, 1)`` (predicted age).
+    """The BrainAge 3D CNN; output shape ``(N, 1)`` (predicted age in years).
+
+    The prediction is ``age_offset + age_scale * output(head(features(x)))``, where
+    ``age_offset`` (the mean age, ``ModelSpec.output_bias``) and ``age_scale`` (years per output
+    unit, ``ModelSpec.age_scale``) are fixed buffers and the trainable output bias starts at 0.
+    This is the paper's function class (a final affine layer whose bias starts at the mean age):
+    only the parametrisation differs. Why:
+
+    - CKKS range: every trainable coordinate is uploaded under encryption, whose safe range is
+      about ``|x| <= 32``. A trainable bias at ~62.7 that drifts towards each site's mean age
+      would be refused; here it stays within a few units.
+    - Conditioning: with MSE on raw ages the output layer would have to move by tens of years
+      while every other weight lives near unit scale. Measuring the output in units of
+      ``age_scale`` years (default 50: ages 20-90 lie within about +-1 unit of the offset) puts
+      the head on the same scale as the rest. With Adam (steps of about ``lr`` per weight,
+      whatever the loss scale) this decides how fast the age range is learnt: on the synthetic
+      coarse brain-age data a scale of 1 barely learnt in 12 epochs, 10 was slow, 30-100 learnt
+      fastest. Plain SGD's gradients grow as ``age_scale**2``: scale its learning rate down
+      (about ``1e-5`` at the default scale).
+
+    The buffers are identical on every site (built from the spec), are saved in ``state_dict``
+    so a stored model is self-contained, and are never trained, uploaded or pruned
+    (:class:`~fedsparsify.platform.masks.ParameterLayout` covers trainable parameters only).
 
     A block max-pools only while every spatial side is at least 4, so that small volumes (e.g.
     24x28x24) never shrink below 2 voxels a side, where instance normalisation has nothing to
     normalise; at 91x109x91 all five blocks pool, as in the original.
     """
 
-    def __init__(self, shape: tuple[int, ...], width: int, output_bias: float) -> None:
+    age_offset: torch.Tensor
+    age_scale: torch.Tensor
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        width: int,
+        age_offset: float,
+        age_scale: float = DEFAULT_AGE_SCALE,
+    ) -> None:
         super().__init__()
+        if not age_scale > 0:
+            raise ConfigError(f"brainage: age_scale must be positive, got {age_scale}")
         channels, *spatial = shape
         blocks: list[nn.Module] = []
         in_ch = channels
@@ -153,10 +188,13 @@ class BrainAgeCNN(nn.Module):
         self.output = nn.Conv3d(2 * width, 1, 1)
         with torch.no_grad():
             assert self.output.bias is not None
-            self.output.bias.fill_(output_bias)
+            self.output.bias.zero_()
+        self.register_buffer("age_offset", torch.tensor(float(age_offset)))
+        self.register_buffer("age_scale", torch.tensor(float(age_scale)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output(self.head(self.features(x))).reshape(x.shape[0], 1)
+        out = self.output(self.head(self.features(x))).reshape(x.shape[0], 1)
+        return self.age_offset + self.age_scale * out
 
 
 def build_model(spec: ModelSpec, *, seed: int) -> nn.Module:
@@ -172,6 +210,6 @@ def build_model(spec: ModelSpec, *, seed: int) -> nn.Module:
         if spec.kind == "cnn":
             return _DigitsCNN(shape, spec.num_classes)
         if spec.kind == "brainage":
-            bias = DEFAULT_MEAN_AGE if spec.output_bias is None else spec.output_bias
-            return BrainAgeCNN(shape, spec.width, bias)
+            offset = DEFAULT_MEAN_AGE if spec.output_bias is None else spec.output_bias
+            return BrainAgeCNN(shape, spec.width, offset, spec.age_scale)
     raise ConfigError(f"unknown model kind {spec.kind!r}")

@@ -30,8 +30,8 @@ class ScheduleSpec(_Frozen):
     """Pruning schedule: a pure function of the round index (see ``platform.schedules``).
 
     - ``none``: never prune (dense FedAvg).
-    - ``progressive``: every ``frequency`` rounds remove ``fraction`` of the weights still
-      non-zero, until ``target`` sparsity.
+    - ``progressive``: every ``frequency`` rounds from ``start_round`` on, remove ``fraction``
+      of the weights still non-zero, until ``target`` sparsity.
     - ``cubic``: Zhu & Gupta, s_t = s_f + (s_i - s_f)(1 - (t - t0)/(T - t0))^3 with
       s_f = ``target``, t0 = ``start_round``, T = ``end_round``, evaluated every ``frequency``.
     - ``one-shot``: jump to ``target`` at ``start_round``.
@@ -41,7 +41,7 @@ class ScheduleSpec(_Frozen):
     target: float = Field(0.9, ge=0.0, lt=1.0, description="final sparsity (fraction pruned)")
     fraction: float = Field(0.2, gt=0.0, lt=1.0, description="progressive: share of the rest")
     frequency: int = Field(1, ge=1, description="prune every this many rounds")
-    start_round: int = Field(1, ge=0, description="cubic t0 / one-shot round")
+    start_round: int = Field(1, ge=0, description="round of the first prune event (cubic: t0)")
     end_round: int | None = Field(None, ge=1, description="cubic T (default: rounds - 1)")
 
 
@@ -53,7 +53,12 @@ class ModelSpec(_Frozen):
     width: int = Field(8, ge=1, description="brainage: filters of the first block")
     hidden: int = Field(128, ge=1, description="mlp: hidden units")
     num_classes: int = Field(10, ge=1, description="mlp/cnn: outputs")
-    output_bias: float | None = Field(None, description="brainage: initial output bias (mean age)")
+    output_bias: float | None = Field(
+        None, description="brainage: fixed age offset added to the output (default: mean age)"
+    )
+    age_scale: float = Field(
+        50.0, gt=0.0, description="brainage: fixed years per output unit (keeps weights small)"
+    )
 
 
 class TrainingSpec(_Frozen):
