@@ -244,7 +244,7 @@ def client(
 @app.command()
 def demo(
     sites: Annotated[int, typer.Option(help="number of simulated hospitals")] = 4,
-    rounds: Annotated[int, typer.Option(help="federated rounds")] = 14,
+    rounds: Annotated[int, typer.Option(help="federated rounds")] = 30,
     preset: Annotated[
         str, typer.Option(help="CKKS preset of the main run: lean, peer-default")
     ] = "lean",
@@ -259,6 +259,9 @@ def demo(
         int | None, typer.Option(help="kill the last site after this round (shows the quorum)")
     ] = None,
     seed: Annotated[int, typer.Option(help="seed of data, model and training")] = 0,
+    subjects_per_site: Annotated[
+        int, typer.Option(help="synthetic subjects per site (sizes are skewed around it)")
+    ] = 150,
 ) -> None:
     """Train brain age across simulated sites over HTTP, encrypted and pruned; write a report."""
     from fedsparsify.clients.demo import DemoOptions, run_demo_with_progress
@@ -276,6 +279,7 @@ def demo(
         compare=compare,
         seed=seed,
         kill_site_after_round=kill_site_after_round,
+        subjects_per_site=subjects_per_site,
         cache_dir=Path(".cache/brainage"),
     )
     try:

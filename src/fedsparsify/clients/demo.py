@@ -29,6 +29,7 @@ from fedsparsify.clients.launcher import (
     start_site,
 )
 from fedsparsify.clients.report import RoundRow, RunResult, render_table, write_report
+from fedsparsify.clients.rest import RoundStatus
 from fedsparsify.clients.state import StateDir
 from fedsparsify.errors import ConfigError, FedsparsifyError
 from fedsparsify.platform.data import (
@@ -65,12 +66,12 @@ class DemoOptions:
 
     out_dir: Path
     sites: int = 4
-    rounds: int = 14
+    rounds: int = 30
     preset: Preset = "lean"
     data: Path | None = None
     compare: bool = False
     seed: int = 0
-    subjects_per_site: int = 100
+    subjects_per_site: int = 150
     target_sparsity: float = 0.9
     round_timeout_s: float = 90.0
     kill_site_after_round: int | None = None
@@ -103,8 +104,8 @@ def _spec(options: DemoOptions, *, name: str, preset: Preset, sparse: bool) -> F
         crypto_preset=preset,
         method="fedsparsify-global" if sparse else "fedavg",
         schedule=schedule,
-        model=ModelSpec(kind="brainage", input_shape=COARSE_SHAPE, width=8),
-        training=TrainingSpec(local_epochs=1, batch_size=8, lr=0.01, momentum=0.9),
+        model=ModelSpec(kind="brainage", input_shape=COARSE_SHAPE, width=4),
+        training=TrainingSpec(local_epochs=1, batch_size=8, lr=2e-3, optimizer="adam"),
         seed=options.seed,
     )
 
@@ -237,13 +238,14 @@ def run_federation_over_http(
     with start_aggregator(run_dir / "aggregator", admin_token=admin_token) as server:
         admin = server.admin()
         created = admin.create_federation(plan.spec.model_dump(mode="json"))
-        fid, enrollment = str(created["id"]), str(created["enrollment_token"])
+        fid = str(created["id"])
+        join_code = f"{fid}:{created['enrollment_token']}"
         try:
             for site in data.sites:
                 sites.append(
                     start_site(
                         server=server.url,
-                        enrollment_token=enrollment,
+                        enrollment_token=join_code,
                         data_dir=options.out_dir / "data" / site.name,
                         state_dir=run_dir / "sites" / site.name,
                         name=site.name,
@@ -255,7 +257,7 @@ def run_federation_over_http(
             killed: SiteProcess | None = None
             while True:
                 fed = admin.get_federation(fid)
-                _update_live(live, fed)
+                _update_live(live, fed, admin.get_round(fid, "current"))
                 if on_progress is not None:
                     on_progress(live)
                 if fed["state"] in ("completed", "failed"):
@@ -304,21 +306,20 @@ def _wait_until_ready(
             if not proc.alive():
                 raise FedsparsifyError(f"site {proc.name} exited early:\n{proc.log_tail()}")
         fed = admin.get_federation(fid)
-        members = fed.get("participants", [])
-        return len(members) >= n_sites and all(m.get("has_envelope", True) for m in members)
+        keys = fed["keys"]
+        keyed = not keys["required"] or (keys["context_uploaded"] and not keys["awaiting_envelope"])
+        return len(fed["participants"]) >= n_sites and bool(keyed)
 
     _wait(ready, timeout_s=300, what="sites to register and receive keys")
 
 
-def _update_live(live: _Live, fed: dict[str, Any]) -> None:
-    current = fed.get("current_round") or {}
-    if isinstance(current, dict):
-        live.round = int(current.get("index", live.round))
-        live.state = str(current.get("state", fed["state"]))
-        live.uploaded = len(current.get("uploaded", []))
-        live.participants = len(current.get("participants", []))
-    rows = _rows_from_history(fed)
-    closed = [r for r in rows if r.contributors > 0 and r.val_mae == r.val_mae]
+def _update_live(live: _Live, fed: dict[str, Any], current: RoundStatus | None) -> None:
+    if current is not None:
+        live.round = current.index
+        live.state = current.state
+        live.uploaded = len(current.uploaded)
+        live.participants = len(current.participants)
+    closed = [r for r in _rows_from_history(fed) if r.contributors > 0 and r.val_mae == r.val_mae]
     if closed:
         last = closed[-1]
         live.last = {"sparsity": last.sparsity, "val_mae": last.val_mae, "bytes": last.upload_bytes}
