@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all bench bench-quick lint format clean
+.PHONY: demo test test-all bench bench-accuracy bench-quick lint format clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -29,6 +29,9 @@ test-all: lint
 
 bench: $(STAMP)
 	$(PY) benchmarks/crypto_costs.py --json benchmarks/results/crypto_costs.json
+
+bench-accuracy: $(STAMP)
+	$(PY) benchmarks/accuracy.py
 
 bench-quick: $(STAMP)
 	$(PY) benchmarks/crypto_costs.py --quick
