@@ -51,7 +51,7 @@ from fedsparsify.platform.data import (
     make_digits_federation,
 )
 from fedsparsify.platform.runner import RoundRow, run_federation
-from fedsparsify.platform.schedules import target_sparsity
+from fedsparsify.platform.schedules import progressive_between, target_sparsity
 from fedsparsify.platform.spec import (
     FederationSpec,
     Method,
@@ -167,26 +167,6 @@ def load_data(setup: Setup, *, seed: int, cache_dir: Path) -> FederatedData:
     raise ValueError(f"unknown dataset {setup.dataset!r}")
 
 
-def progressive_schedule(target: float, start: int, end: int) -> ScheduleSpec:
-    """Prune every round from ``start`` so that round ``end`` first trains at ``target``.
-
-    The fraction is ``1 - (1 - target)^(1 / events)``, nudged up until the schedule's own
-    arithmetic lands exactly on the target at ``end`` (and not before).
-    """
-    events = end - start + 1
-    fraction = 1.0 - (1.0 - target) ** (1.0 / events)
-    while True:
-        schedule = ScheduleSpec(
-            kind="progressive", target=target, fraction=fraction, start_round=start
-        )
-        if target_sparsity(schedule, end, end + 1) >= target:
-            break
-        fraction += 1e-12
-    if end > start and target_sparsity(schedule, end - 1, end + 1) >= target:
-        raise ValueError(f"schedule reaches {target} before round {end}")
-    return schedule
-
-
 def make_spec(setup: Setup, method: str, target: float, *, seed: int) -> FederationSpec:
     """The federation spec of one (method, target) cell."""
     schedule: ScheduleSpec
@@ -198,7 +178,7 @@ def make_spec(setup: Setup, method: str, target: float, *, seed: int) -> Federat
         schedule = ScheduleSpec(kind="one-shot", target=target, start_round=setup.one_shot_round)
     elif method in ("fedsparsify-global", "fedsparsify-local", "random"):
         fed_method = cast(Method, method)
-        schedule = progressive_schedule(target, setup.prune_start, setup.prune_end)
+        schedule = progressive_between(target, setup.prune_start, setup.prune_end)
     else:
         raise ValueError(f"unknown method {method!r}")
     n_sites = int(setup.data["n_sites"])

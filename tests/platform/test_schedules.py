@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fedsparsify.errors import ConfigError
-from fedsparsify.platform.schedules import prune_events, target_sparsity
+from fedsparsify.platform.schedules import progressive_between, prune_events, target_sparsity
 from fedsparsify.platform.spec import ScheduleSpec
 
 
@@ -71,3 +71,21 @@ def test_bad_arguments_raise() -> None:
         target_sparsity(ScheduleSpec(), -1, 10)
     with pytest.raises(ConfigError):
         target_sparsity(ScheduleSpec(), 0, 0)
+
+
+@pytest.mark.parametrize(("target", "start", "end"), [(0.9, 10, 30), (0.95, 3, 3), (0.8, 0, 7)])
+def test_progressive_between_reaches_target_exactly_at_end(
+    target: float, start: int, end: int
+) -> None:
+    schedule = progressive_between(target, start, end)
+    if start > 0:
+        assert target_sparsity(schedule, start - 1, end + 1) == 0.0
+    assert target_sparsity(schedule, start, end + 1) > 0.0
+    assert target_sparsity(schedule, end, end + 1) == target
+    if end > start:
+        assert target_sparsity(schedule, end - 1, end + 1) < target
+
+
+def test_progressive_between_refuses_a_backwards_window() -> None:
+    with pytest.raises(ConfigError, match="start"):
+        progressive_between(0.9, 5, 4)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from fedsparsify.errors import ConfigError
 from fedsparsify.platform.spec import ScheduleSpec
 
-__all__ = ["prune_events", "target_sparsity"]
+__all__ = ["progressive_between", "prune_events", "target_sparsity"]
 
 
 def _ipow(base: float, exponent: int) -> float:
@@ -65,3 +65,28 @@ def target_sparsity(schedule: ScheduleSpec, round_index: int, rounds: int) -> fl
         remaining = 1.0 - (t - t0) / (end - t0)
         return schedule.target - schedule.target * (remaining * remaining * remaining)
     raise ConfigError(f"unknown schedule kind {kind!r}")
+
+
+def progressive_between(target: float, start: int, end: int) -> ScheduleSpec:
+    """A progressive schedule pruning every round from ``start`` that first reaches ``target``
+    at round ``end``.
+
+    The fraction is ``1 - (1 - target)^(1 / events)``, nudged up until the schedule's own
+    arithmetic lands exactly on the target at ``end`` (and not before).
+    """
+    if not 0 <= start <= end:
+        raise ConfigError(f"need 0 <= start <= end, got start={start}, end={end}")
+    if not 0.0 < target < 1.0:
+        raise ConfigError(f"target sparsity must be in (0, 1), got {target}")
+    events = end - start + 1
+    fraction = 1.0 - (1.0 - target) ** (1.0 / events)
+    while True:
+        schedule = ScheduleSpec(
+            kind="progressive", target=target, fraction=fraction, start_round=start
+        )
+        if target_sparsity(schedule, end, end + 1) >= target:
+            break
+        fraction += 1e-12
+    if end > start and target_sparsity(schedule, end - 1, end + 1) >= target:
+        raise ConfigError(f"the schedule reaches {target} before round {end}")
+    return schedule
