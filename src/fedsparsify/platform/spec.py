@@ -22,8 +22,13 @@ __all__ = [
 Method = Literal["fedsparsify-global", "fedsparsify-local", "random", "fedavg"]
 
 
+#: Longest round deadline a spec may ask for (one year): a deadline must stay a real date.
+MAX_ROUND_TIMEOUT_S = 365 * 24 * 3600.0
+
+
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Non-finite numbers would be stored, then served as ``null``: refuse them up front.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class ScheduleSpec(_Frozen):
@@ -80,7 +85,7 @@ class FederationSpec(_Frozen):
     rounds: int = Field(10, ge=1, le=10_000)
     min_clients: int = Field(2, ge=1, description="clients needed before round 0 can start")
     quorum: int = Field(2, ge=1, description="uploads needed to close a round at its deadline")
-    round_timeout_s: float = Field(600.0, gt=0.0)
+    round_timeout_s: float = Field(600.0, gt=0.0, le=MAX_ROUND_TIMEOUT_S)
     auto_advance: bool = Field(True, description="start the next round when one closes")
     crypto_preset: Literal["lean", "peer-default", "plaintext"] = "lean"
     method: Method = "fedsparsify-global"

@@ -20,8 +20,9 @@ Durability order of one upload: body → temporary file (validated frame by fram
 renamed into ``uploads/`` → new sum into a temporary file (fsynced) → database row committed →
 sum renamed into place. The database is the truth: at startup, temporary files are discarded,
 upload files without a row deleted, and any sum whose header contributors differ from the rows
-is rebuilt from the uploads; a round caught ``aggregating`` is closed again. Open rounds keep
-their deadline (stored in the database) and the deadline checker handles them from there.
+is rebuilt from the uploads; a round caught ``aggregating``, or one that every participant
+uploaded to, is closed. Other open rounds keep their deadline (stored in the database) and the
+deadline checker handles them from there.
 
 Every change to one round's files and state happens under that round's lock (one process; for
 several replicas the same design needs a database advisory lock: not done yet).
@@ -815,6 +816,9 @@ class RoundService:
             with self.state.round_lock(fid, index):
                 if state in ACCEPTING:
                     self._recover_accepting(fid, index)
+                    # A crash between the last upload's commit and the close: close it now,
+                    # else the round would wait for its deadline (a re-upload is a duplicate).
+                    self._finish_locked(fid, index)
                 elif state == "aggregating":
                     self._finish_locked(fid, index)
                 else:

@@ -1,0 +1,257 @@
+"""A real aggregator process (``fedsparsify serve``) and sites that drive it over HTTP.
+
+The server is started with :func:`fedsparsify.clients.launcher.start_aggregator` and can be
+killed with SIGKILL and restarted on the same data directory and port. Sites hold real X25519
+identities and the real CKKS key set (the dealer's, or one opened from an envelope).
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from fedsparsify.clients.launcher import AggregatorProcess, free_port, start_aggregator
+from fedsparsify.crypto import (
+    SecretContext,
+    create_secret_context,
+    decrypt_sum,
+    encrypt_update,
+    generate_identity_keypair,
+    open_envelope,
+    seal_envelope,
+)
+
+__all__ = [
+    "ADMIN_TOKEN",
+    "ATOL",
+    "MASK",
+    "Federation",
+    "LiveServer",
+    "Site",
+    "expected_average",
+]
+
+ADMIN_TOKEN = "fsa_reliability-admin"
+#: The crypto layer's absolute precision for a weighted sum of |x| < 1 values (lean preset).
+ATOL = 1e-6
+MASK = "d" * 64
+
+
+class LiveServer:
+    """``fedsparsify serve`` on a fixed loopback port and data directory; kill -9 and restart."""
+
+    def __init__(self, root: Path, *, env: dict[str, str] | None = None) -> None:
+        self.data_dir = root / "data"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {"FEDSPARSIFY_DEADLINE_CHECK_INTERVAL_S": "0.1", **(env or {})}
+        self.starts = 0
+        self.proc: AggregatorProcess = self._start()
+
+    def _start(self) -> AggregatorProcess:
+        self.starts += 1
+        return start_aggregator(
+            self.data_dir, admin_token=ADMIN_TOKEN, port=self.port, extra_env=self.env
+        )
+
+    @property
+    def pid(self) -> int:
+        """The server process id (for RSS sampling)."""
+        return self.proc.pid
+
+    def kill9(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a power cut or an OOM kill."""
+        self.proc.kill()
+
+    def restart(self) -> None:
+        """Start again on the same data directory and port."""
+        self.proc.kill()
+        self.proc = self._start()
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL."""
+        self.proc.stop()
+
+    def admin(self, timeout: float = 60) -> httpx.Client:
+        """An httpx client holding the admin token."""
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=timeout
+        )
+
+
+@dataclass
+class Site:
+    """One simulated hospital: identity, token, key set, sample count."""
+
+    name: str
+    num_samples: int
+    private_key: bytes
+    public_key: bytes
+    client_id: str = ""
+    token: str = ""
+    is_dealer: bool = False
+    key_set: SecretContext | None = None
+
+    def http(self, url: str, timeout: float = 120) -> httpx.Client:
+        """An httpx client holding this site's token."""
+        return httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {self.token}"}, timeout=timeout
+        )
+
+    def encrypt(self, values: np.ndarray, weight: float) -> bytes:
+        """A real encrypted update of ``values`` with weight ``weight``."""
+        assert self.key_set is not None
+        return b"".join(
+            encrypt_update(
+                self.key_set, values, weight=weight, mask_digest=MASK, contributor=self.client_id
+            )
+        )
+
+
+def _ok(r: httpx.Response, *status: int) -> Any:
+    assert r.status_code in (status or (200,)), f"{r.status_code}: {r.text[:500]}"
+    return r.json()
+
+
+@dataclass
+class Federation:
+    """A federation on a live server, its enrolment token and its sites."""
+
+    id: str
+    enrollment_token: str
+    sites: list[Site] = field(default_factory=list)
+
+    def path(self, suffix: str = "") -> str:
+        """``/v1/federations/{id}`` + suffix."""
+        return f"/v1/federations/{self.id}{suffix}"
+
+    @classmethod
+    def create(
+        cls, server: LiveServer, samples: Iterable[int], *, open_round: bool = True, **spec: Any
+    ) -> Federation:
+        """Admin creates it, every site registers, the dealer distributes keys, round 0 opens."""
+        samples = list(samples)
+        body = {
+            "name": "reliability",
+            "rounds": 2,
+            "min_clients": len(samples),
+            "quorum": max(1, len(samples) - 1),
+            "round_timeout_s": 600,
+            "crypto_preset": "lean",
+            "model": {"kind": "mlp", "input_shape": [8]},
+            **spec,
+        }
+        with server.admin() as admin:
+            created = _ok(admin.post("/v1/federations", json=body), 201)
+        fed = cls(created["id"], created["enrollment_token"])
+        with httpx.Client(base_url=server.url, timeout=60) as anon:
+            for i, n in enumerate(samples):
+                private, public = generate_identity_keypair()
+                site = Site(f"site-{i}", n, private, public)
+                reg = _ok(
+                    anon.post(
+                        fed.path("/clients"),
+                        json={
+                            "name": site.name,
+                            "public_key": base64.b64encode(public).decode(),
+                            "num_samples": n,
+                        },
+                        headers={"X-Enrollment-Token": fed.enrollment_token},
+                    ),
+                    201,
+                )
+                site.client_id, site.token, site.is_dealer = (
+                    reg["client_id"],
+                    reg["token"],
+                    reg["is_dealer"],
+                )
+                fed.sites.append(site)
+        fed._distribute_keys(server)
+        if open_round:
+            with server.admin() as admin:
+                _ok(admin.post(fed.path("/rounds")), 201)
+        return fed
+
+    def _distribute_keys(self, server: LiveServer) -> None:
+        dealer = self.sites[0]
+        assert dealer.is_dealer
+        dealer.key_set = create_secret_context("lean")
+        with dealer.http(server.url) as c:
+            _ok(c.put(self.path("/keys/context"), content=dealer.key_set.public_bytes()), 201)
+            for site in self.sites[1:]:
+                envelope = seal_envelope(
+                    dealer.key_set.secret_bytes(),
+                    recipient_public_key=site.public_key,
+                    federation_id=self.id,
+                    recipient_id=site.client_id,
+                )
+                _ok(c.put(self.path(f"/keys/envelopes/{site.client_id}"), content=envelope), 201)
+        for site in self.sites[1:]:
+            with site.http(server.url) as c:
+                r = c.get(self.path("/keys/envelope"))
+                assert r.status_code == 200, r.text
+            secret = open_envelope(
+                r.content,
+                recipient_private_key=site.private_key,
+                federation_id=self.id,
+                recipient_id=site.client_id,
+            )
+            site.key_set = SecretContext.from_secret_bytes(secret)
+
+    def round(self, server: LiveServer, index: int | str = "current") -> dict[str, Any]:
+        """A round's status as the admin sees it."""
+        with server.admin() as admin:
+            body: dict[str, Any] = _ok(admin.get(self.path(f"/rounds/{index}")))
+        return body
+
+    def weight(self, server: LiveServer, site: Site, index: int) -> float:
+        """``num_samples / total_samples`` of the round."""
+        return site.num_samples / int(self.round(server, index)["total_samples"])
+
+    def upload(
+        self, server: LiveServer, site: Site, index: int, body: bytes | Iterator[bytes]
+    ) -> httpx.Response:
+        """PUT an update (bytes, or an iterator streamed chunk by chunk)."""
+        with site.http(server.url) as c:
+            return c.put(
+                self.path(f"/rounds/{index}/updates/values"),
+                content=body,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+
+    def wait_state(
+        self, server: LiveServer, index: int, states: tuple[str, ...], timeout_s: float = 60
+    ) -> dict[str, Any]:
+        """Poll until round ``index`` is in one of ``states``."""
+        stop = time.monotonic() + timeout_s
+        while True:
+            rnd = self.round(server, index)
+            if rnd["state"] in states:
+                return rnd
+            assert time.monotonic() < stop, f"round {index} still {rnd['state']}"
+            time.sleep(0.05)
+
+    def decrypted_average(
+        self, server: LiveServer, site: Site, index: int
+    ) -> tuple[set[str], np.ndarray]:
+        """Download round ``index``'s encrypted sum, decrypt it, divide by its weight."""
+        assert site.key_set is not None
+        with (
+            site.http(server.url) as c,
+            c.stream("GET", self.path(f"/rounds/{index}/aggregate/values")) as r,
+        ):
+            assert r.status_code == 200, r.read()
+            header, total = decrypt_sum(site.key_set, r.iter_bytes())
+        return set(header.contributors), total / header.weight
+
+
+def expected_average(values: list[np.ndarray], weights: list[float]) -> np.ndarray:
+    """The independent answer: ``np.average`` in float64."""
+    return np.average(np.stack([v.astype(np.float64) for v in values]), axis=0, weights=weights)
