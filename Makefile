@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all bench bench-accuracy bench-quick lint format clean
+.PHONY: demo test test-all bench bench-accuracy bench-latency bench-quick lint format clean reliability
 
 $(STAMP): requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -17,8 +17,8 @@ demo: $(STAMP)
 	$(VENV)/bin/fedsparsify demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
 	$(VENV)/bin/mypy
 
 test: lint
@@ -33,12 +33,20 @@ bench: $(STAMP)
 bench-accuracy: $(STAMP)
 	$(PY) benchmarks/accuracy.py
 
+bench-latency: $(STAMP)
+	$(PY) benchmarks/latency.py --out benchmarks/results
+
+# The whole reliability battery (fuzzing, kill -9 faults, 32-client load) and its report.
+reliability: $(STAMP)
+	$(PY) benchmarks/reliability.py --json benchmarks/results/reliability.json
+
 bench-quick: $(STAMP)
 	$(PY) benchmarks/crypto_costs.py --quick
+	$(PY) benchmarks/latency.py --quick --out $${TMPDIR:-/tmp}/fedsparsify-latency-quick
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format src tests benchmarks
-	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks examples
+	$(VENV)/bin/ruff check --fix src tests benchmarks examples
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -34,17 +34,68 @@ def serve(
         typer.Option(help="database and ciphertext blobs (default: $FEDSPARSIFY_DATA_DIR)"),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="serve HTTPS: PEM certificate (chain), with --tls-key")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="PEM private key of --tls-cert (unencrypted)")
+    ] = None,
+    shutdown_timeout_s: Annotated[
+        int,
+        typer.Option(
+            help="on SIGTERM, wait at most this long for requests in flight and open "
+            "connections (idle TLS keep-alive ones would otherwise hold the exit for 30 s)"
+        ),
+    ] = 5,
 ) -> None:
     """Run the aggregator (REST API; OpenAPI at /docs). Other settings: FEDSPARSIFY_* env."""
     import uvicorn
 
     from fedsparsify.api import Settings, create_app
 
+    check_tls_files(tls_cert, tls_key)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = Settings(data_dir=data_dir) if data_dir is not None else Settings()
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level.lower())
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
+        timeout_graceful_shutdown=max(1, shutdown_timeout_s),
+    )
+
+
+def check_tls_files(cert: Path | None, key: Path | None) -> None:
+    """Both or neither; readable, PEM, and the key belongs to the certificate."""
+    import ssl
+
+    if cert is None and key is None:
+        return
+    if cert is None or key is None:
+        raise typer.BadParameter(
+            "HTTPS needs both --tls-cert and --tls-key",
+            param_hint="--tls-key" if cert is not None else "--tls-cert",
+        )
+    for path, hint in ((cert, "--tls-cert"), (key, "--tls-key")):
+        try:
+            path.read_bytes()
+        except OSError as exc:
+            raise typer.BadParameter(
+                f"cannot read {path}: {exc.strerror}", param_hint=hint
+            ) from exc
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            cert, key, password=lambda: b""
+        )
+    except ssl.SSLError as exc:
+        raise typer.BadParameter(
+            f"{cert} and {key} are not a PEM certificate and its unencrypted private key: {exc}",
+            param_hint="--tls-cert/--tls-key",
+        ) from exc
 
 
 # -- admin: federations -------------------------------------------------------------------
@@ -244,7 +295,7 @@ def client(
 @app.command()
 def demo(
     sites: Annotated[int, typer.Option(help="number of simulated hospitals")] = 4,
-    rounds: Annotated[int, typer.Option(help="federated rounds")] = 30,
+    rounds: Annotated[int, typer.Option(help="federated rounds")] = 40,
     preset: Annotated[
         str, typer.Option(help="CKKS preset of the main run: lean, peer-default")
     ] = "lean",
@@ -287,6 +338,50 @@ def demo(
     except FedsparsifyError as exc:
         raise _fail(exc) from exc
     typer.echo(f"report: {report}")
+
+
+# -- benchmarks -------------------------------------------------------------------------------
+
+bench_app = typer.Typer(help="Benchmarks (the scripts in benchmarks/ run the same code).")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("latency")
+def bench_latency(
+    quick: Annotated[bool, typer.Option(help="100k values, 2 sites, 1 round (CI)")] = False,
+    out: Annotated[Path, typer.Option(help="where latency.json/.md/.png go")] = Path(
+        "benchmarks/results"
+    ),
+    workloads: Annotated[
+        str | None, typer.Option(help="comma-separated: brainage, vec1m, vec10m, vec100k")
+    ] = None,
+    clients: Annotated[int | None, typer.Option(help="site processes (default 2)")] = None,
+    rounds: Annotated[int | None, typer.Option(help="rounds per row (default 3)")] = None,
+    scaling_clients: Annotated[
+        str | None, typer.Option(help="comma-separated client counts; '' skips")
+    ] = None,
+    inference: Annotated[bool, typer.Option(help="measure the pruned model's inference")] = True,
+) -> None:
+    """Dense and sparse encrypted rounds over real HTTP, phase by phase, with the aggregator's
+    scaling and the pruned model's inference costs."""
+    from fedsparsify.bench.latency import make_config, run
+    from fedsparsify.errors import FedsparsifyError
+
+    config = make_config(
+        quick=quick,
+        out_dir=out,
+        workloads=tuple(workloads.split(",")) if workloads else None,
+        clients=clients,
+        rounds=rounds,
+        scaling_clients=None
+        if scaling_clients is None
+        else tuple(int(k) for k in scaling_clients.split(",") if k),
+        inference=inference,
+    )
+    try:
+        run(config)
+    except FedsparsifyError as exc:
+        raise _fail(exc) from exc
 
 
 def main() -> None:

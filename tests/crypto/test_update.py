@@ -174,7 +174,9 @@ def test_values_out_of_range_are_refused_before_encrypting(
     lean: SecretContext, monkeypatch: pytest.MonkeyPatch, bad: float, match: str
 ) -> None:
     calls: list[int] = []
-    monkeypatch.setattr(SecretContext, "_encrypt_chunk", lambda self, c: calls.append(1))
+    monkeypatch.setattr(
+        SecretContext, "_encrypt_chunk", lambda self, c, timings=None: calls.append(1)
+    )
     x = values(100)
     x[57] = bad
     with pytest.raises(ValueRangeError, match=match):
@@ -208,9 +210,11 @@ def test_encryption_is_chunk_by_chunk(lean: SecretContext, monkeypatch: pytest.M
     calls: list[int] = []
     original = SecretContext._encrypt_chunk
 
-    def counting(self: SecretContext, chunk: np.ndarray) -> bytes:
+    def counting(
+        self: SecretContext, chunk: np.ndarray, timings: dict[str, float] | None = None
+    ) -> bytes:
         calls.append(chunk.size)
-        return original(self, chunk)
+        return original(self, chunk, timings=timings)
 
     monkeypatch.setattr(SecretContext, "_encrypt_chunk", counting)
     chunks = encrypt_update(lean, values(3 * 4096 + 5), weight=0.5, mask_digest="m")

@@ -54,3 +54,10 @@ class ServerMetrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0),
             registry=self.registry,
         )
+        self.upload_stage_seconds = Histogram(
+            "fedsparsify_upload_stage_seconds",
+            "Seconds per upload from its first body byte to a validated, fsynced temporary file "
+            "(receiving and checking every frame; the add is counted in aggregation_seconds).",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0),
+            registry=self.registry,
+        )

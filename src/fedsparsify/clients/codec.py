@@ -32,11 +32,16 @@ VOTES = "votes"
 
 @dataclass
 class CodecStats:
-    """Time and bytes spent in one direction of one round."""
+    """Time and bytes spent in one direction of one round.
+
+    ``phases``: seconds by crypto phase (``pack``, ``encrypt``, ``serialise`` when encoding;
+    ``deserialise``, ``decrypt`` when decoding), a part of ``seconds``.
+    """
 
     seconds: float = 0.0
     bytes: int = 0
     per_channel_bytes: dict[str, int] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 class UpdateCodec:
@@ -78,6 +83,7 @@ class UpdateCodec:
                     weight=weight,
                     mask_digest=update.mask_digest,
                     contributor=self.contributor,
+                    timings=stats.phases,
                 ):
                     out.write(chunk)
                     written += len(chunk)
@@ -97,7 +103,7 @@ class UpdateCodec:
         digest = ""
         for channel, path in files.items():
             with path.open("rb") as fh:
-                header, total = decrypt_sum(self.context, fh)
+                header, total = decrypt_sum(self.context, fh, timings=stats.phases)
             vectors[channel] = (total / header.weight).astype(np.float32)
             if channel == VALUES:
                 digest = header.mask_digest

@@ -2,7 +2,9 @@
 
 Used by the demo, the latency benchmark and the end-to-end tests: every process is the real
 ``fedsparsify`` command (``serve`` and ``client``), so a local simulation exercises exactly
-what a hospital and an operator would run.
+what a hospital and an operator would run. With a TLS certificate and key the aggregator serves
+HTTPS, and every client made here (admin, readiness probe, sites via ``--ca``) verifies it
+against the given CA.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 from fedsparsify.clients.rest import AggregatorClient
-from fedsparsify.errors import FedsparsifyError, TransportError
+from fedsparsify.errors import ConfigError, FedsparsifyError, TransportError
 
 __all__ = ["AggregatorProcess", "SiteProcess", "free_port", "start_aggregator", "start_site"]
 
@@ -102,10 +104,17 @@ class AggregatorProcess(_Process):
     url: str = ""
     admin_token: str = ""
     data_dir: Path = field(default_factory=Path)
+    #: CA bundle that verifies the aggregator's TLS certificate (None: plain HTTP or system CAs).
+    ca: Path | None = None
+
+    @property
+    def verify(self) -> str | bool:
+        """What clients of this aggregator pass as ``verify``."""
+        return str(self.ca) if self.ca is not None else True
 
     def admin(self) -> AggregatorClient:
         """A REST client holding the admin token."""
-        return AggregatorClient(self.url, token=self.admin_token)
+        return AggregatorClient(self.url, token=self.admin_token, verify=self.verify)
 
     def __enter__(self) -> AggregatorProcess:
         return self
@@ -123,14 +132,34 @@ def start_aggregator(
     port: int | None = None,
     extra_env: dict[str, str] | None = None,
     ready_timeout_s: float = 60.0,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    ca: Path | None = None,
+    log_level: str = "info",
 ) -> AggregatorProcess:
-    """Start the aggregator and wait until ``/healthz`` answers."""
+    """Start the aggregator and wait until ``/healthz`` answers.
+
+    With ``tls_cert`` and ``tls_key`` it serves HTTPS (certificate valid for 127.0.0.1) and the
+    probe and :meth:`AggregatorProcess.admin` verify it against ``ca``."""
+    if (tls_cert is None) != (tls_key is None):
+        raise ConfigError("TLS needs both a certificate and its key")
     port = port or free_port()
-    url = f"http://127.0.0.1:{port}"
+    scheme = "https" if tls_cert is not None else "http"
+    url = f"{scheme}://127.0.0.1:{port}"
     env = _child_env({"FEDSPARSIFY_ADMIN_TOKEN": admin_token, **(extra_env or {})})
     args = _command(
-        "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--log-level",
+        log_level,
     )
+    if tls_cert is not None and tls_key is not None:
+        args += ["--tls-cert", str(tls_cert), "--tls-key", str(tls_key)]
     log_path = data_dir.parent / f"{data_dir.name}-aggregator.log"
     proc = AggregatorProcess(
         popen=_spawn(args, log_path, env),
@@ -138,9 +167,10 @@ def start_aggregator(
         url=url,
         admin_token=admin_token,
         data_dir=data_dir,
+        ca=ca,
     )
     deadline = time.monotonic() + ready_timeout_s
-    probe = AggregatorClient(url, retries=0, timeout_s=2.0)
+    probe = AggregatorClient(url, retries=0, timeout_s=2.0, verify=proc.verify)
     try:
         while True:
             if not proc.alive():
@@ -176,8 +206,12 @@ def start_site(
     name: str,
     log_dir: Path,
     extra_args: tuple[str, ...] = (),
+    ca: Path | None = None,
 ) -> SiteProcess:
-    """Start one site's client process (it registers, gets its key, and runs every round)."""
+    """Start one site's client process (it registers, gets its key, and runs every round);
+    with ``ca`` it verifies the aggregator's TLS certificate against that CA (``--ca``)."""
+    if ca is not None:
+        extra_args = ("--ca", str(ca), *extra_args)
     args = _command(
         "client",
         "--server",

@@ -5,12 +5,18 @@ retried with exponential backoff; every error answer is translated into the pack
 tree through its JSON ``error`` code (a 409 ``mask_mismatch`` becomes
 :class:`~fedsparsify.errors.MaskMismatchError`), and transport failures become
 :class:`~fedsparsify.errors.TransportError`.
+
+TLS: ``verify`` is ``True`` (the system's CAs), a CA bundle file (or directory) that signed the
+aggregator's certificate, an :class:`ssl.SSLContext`, or ``False`` (no check: tests only). A
+certificate that does not verify is not retried: it fails at once with a ``TransportError``
+that says so.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,9 +25,9 @@ from typing import Any, TypeVar
 
 import httpx
 
-from fedsparsify.errors import FedsparsifyError, TransportError, error_for_code
+from fedsparsify.errors import ConfigError, FedsparsifyError, TransportError, error_for_code
 
-__all__ = ["AggregatorClient", "Registration", "RoundStatus"]
+__all__ = ["AggregatorClient", "Registration", "RoundStatus", "tls_verification"]
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +96,10 @@ class AggregatorClient:
         timeout_s: float = 60.0,
         retries: int = 5,
         backoff_s: float = 0.25,
-        verify: str | bool = True,
+        verify: str | Path | bool | ssl.SSLContext = True,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        verify = tls_verification(verify)
         self._options: dict[str, Any] = {
             "timeout_s": timeout_s,
             "retries": retries,
@@ -138,6 +145,13 @@ class AggregatorClient:
             try:
                 return call()
             except (httpx.TransportError, _Retryable) as exc:
+                tls = _tls_failure(exc)
+                if tls is not None:
+                    raise TransportError(
+                        f"{what}: the TLS certificate of {self.base_url} does not verify "
+                        f"({tls.verify_message or tls}); if your own CA signed it, pass that CA "
+                        "(--ca)"
+                    ) from exc
                 if attempt == self._retries:
                     if isinstance(exc, _Retryable):
                         raise exc.error from None
@@ -173,6 +187,10 @@ class AggregatorClient:
     def health(self) -> dict[str, Any]:
         """``GET /healthz``."""
         return dict(self._json("GET", "/healthz"))
+
+    def metrics(self) -> str:
+        """``GET /metrics``: the aggregator's Prometheus metrics, as text."""
+        return self._request("GET", "/metrics").text
 
     def create_federation(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Admin: create a federation; the answer holds the enrolment token, shown once."""
@@ -309,6 +327,36 @@ class AggregatorClient:
             f"/v1/federations/{federation_id}/rounds/{index}/metrics",
             json={"metrics": metrics},
         )
+
+
+def tls_verification(verify: str | Path | bool | ssl.SSLContext) -> bool | ssl.SSLContext:
+    """What httpx's ``verify`` gets: a CA bundle path becomes an SSL context trusting it
+    (:class:`ConfigError` when it is unreadable or holds no certificate)."""
+    if isinstance(verify, bool | ssl.SSLContext):
+        return verify
+    path = Path(verify)
+    try:
+        if path.is_dir():
+            return ssl.create_default_context(capath=str(path))
+        path.read_bytes()
+        return ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"CA bundle {path}: cannot use it to verify the aggregator: {exc}"
+        ) from exc
+
+
+def _tls_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate check that failed behind an httpx transport error, if any: retrying
+    cannot help (other TLS errors, such as a connection cut mid-stream, are retried)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 class _Retryable(Exception):

@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import struct
+import time
 from typing import Any, NoReturn
 
 import numpy as np
@@ -43,7 +44,14 @@ from fedsparsify.errors import (
     ValueRangeError,
 )
 
-__all__ = ["PublicContext", "SecretContext", "create_secret_context", "resolve_preset"]
+__all__ = [
+    "PublicContext",
+    "SecretContext",
+    "Timings",
+    "add_time",
+    "create_secret_context",
+    "resolve_preset",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +62,18 @@ _U32 = struct.Struct(">I")
 _PLAINTEXT_ID_BYTES = 16
 #: A decrypted encryption of zero must come back this close to zero, or the key pair is mixed up.
 _KEY_CHECK_TOLERANCE = 1e-3
+
+#: Seconds per phase, accumulated by the optional ``timings`` of encryption and decryption.
+Timings = dict[str, float]
+
+
+def add_time(timings: Timings | None, phase: str, started: float) -> float:
+    """Add the seconds since ``started`` to ``timings[phase]`` (when given); return now."""
+    now = time.perf_counter()
+    if timings is not None:
+        timings[phase] = timings.get(phase, 0.0) + (now - started)
+    return now
+
 
 #: A decoded frame: a ``sealapi.Ciphertext`` or, for the plaintext preset, a float64 vector.
 Frame = Any
@@ -316,12 +336,19 @@ class SecretContext:
 
     # Chunk operations used by encrypt_update / decrypt_sum (package-internal).
 
-    def _encrypt_chunk(self, chunk: np.ndarray) -> bytes:
+    def _encrypt_chunk(self, chunk: np.ndarray, *, timings: Timings | None = None) -> bytes:
         """Encrypt (or, for plaintext, encode) one chunk of at most ``values_per_ciphertext``
-        float64 values, already weighted and range-checked."""
+        float64 values, already weighted and range-checked.
+
+        With ``timings``, seconds are added to its ``pack`` (slot layout), ``encrypt`` (CKKS
+        encode and encrypt) and ``serialise`` (SEAL save) entries.
+        """
         preset = self.preset
+        started = time.perf_counter()
         if not preset.encrypted:
-            return chunk.astype("<f4").tobytes()
+            out = chunk.astype("<f4").tobytes()
+            add_time(timings, "serialise", started)
+            return out
         if preset.complex_packing:
             if chunk.size % 2:
                 chunk = np.append(chunk, 0.0)
@@ -330,14 +357,19 @@ class SecretContext:
             )
         else:
             slots = np.asarray(chunk, dtype=np.float64).tolist()
+        started = add_time(timings, "pack", started)
         try:
             pt = sealapi.Plaintext()
             self._encoder.encode(slots, preset.scale, pt)
             if preset.seeded:
-                return save_to_bytes(self._encryptor.encrypt_symmetric(pt))
-            ct = sealapi.Ciphertext()
-            self._encryptor.encrypt(pt, ct)
-            return save_to_bytes(ct)
+                ct = self._encryptor.encrypt_symmetric(pt)
+            else:
+                ct = sealapi.Ciphertext()
+                self._encryptor.encrypt(pt, ct)
+            started = add_time(timings, "encrypt", started)
+            out = save_to_bytes(ct)
+            add_time(timings, "serialise", started)
+            return out
         except SEAL_ERRORS as exc:
             if "too large" in str(exc):
                 raise ValueRangeError(f"values too large for CKKS encoding: {exc}") from exc

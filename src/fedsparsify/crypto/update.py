@@ -9,12 +9,13 @@ leaves CKKS's range, so it decrypts to sum_k w_k x_k within the preset's precisi
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
 import numpy as np
 
-from fedsparsify.crypto.context import SecretContext
+from fedsparsify.crypto.context import SecretContext, Timings, add_time
 from fedsparsify.crypto.packing import check_values, check_weight, iter_chunks
 from fedsparsify.crypto.wire import (
     FORMAT_VERSION,
@@ -37,6 +38,7 @@ def encrypt_update(
     weight: float,
     mask_digest: str,
     contributor: str = "",
+    timings: Timings | None = None,
 ) -> Iterator[bytes]:
     """Encrypt a client's kept coordinates; yield the header, then one frame at a time.
 
@@ -44,7 +46,8 @@ def encrypt_update(
     multiplied by ``weight`` (in (0, 1]) and encrypted chunk by chunk, each chunk serialised
     before the next is encrypted, so memory stays at a few ciphertexts. Arguments are checked at
     call time, before the first byte: :class:`ValueRangeError` for a weight outside (0, 1] or any
-    |x| > ``ctx.preset.max_abs_value``, NaN or infinity.
+    |x| > ``ctx.preset.max_abs_value``, NaN or infinity. With ``timings`` (for benchmarks),
+    seconds are added to its ``pack``, ``encrypt`` and ``serialise`` entries as frames are made.
     """
     if not isinstance(ctx, SecretContext):
         raise SecretKeyRequiredError("encrypt_update needs a SecretContext")
@@ -73,19 +76,36 @@ def encrypt_update(
         header.n_ciphertexts,
         ctx.preset.name,
     )
-    return _stream(ctx, header, values, w)
+    return _stream(ctx, header, values, w, timings)
 
 
 def _stream(
-    ctx: SecretContext, header: UpdateHeader, values: np.ndarray, weight: float
+    ctx: SecretContext,
+    header: UpdateHeader,
+    values: np.ndarray,
+    weight: float,
+    timings: Timings | None,
 ) -> Iterator[bytes]:
     yield header.to_bytes()
-    for chunk in iter_chunks(values, weight, header.values_per_ciphertext):
-        yield frame_bytes(ctx._encrypt_chunk(chunk))
+    chunks = iter_chunks(values, weight, header.values_per_ciphertext)
+    while True:
+        started = time.perf_counter()
+        chunk = next(chunks, None)
+        add_time(timings, "pack", started)
+        if chunk is None:
+            return
+        payload = ctx._encrypt_chunk(chunk, timings=timings)
+        started = time.perf_counter()
+        framed = frame_bytes(payload)
+        add_time(timings, "serialise", started)
+        yield framed
 
 
 def decrypt_sum(
-    ctx: SecretContext, source: BinaryIO | Iterable[bytes]
+    ctx: SecretContext,
+    source: BinaryIO | Iterable[bytes],
+    *,
+    timings: Timings | None = None,
 ) -> tuple[UpdateHeader, np.ndarray]:
     """Decrypt an aggregate (or a single update) stream.
 
@@ -94,6 +114,8 @@ def decrypt_sum(
     key set (typed wire errors). A :class:`PublicContext` cannot decrypt:
     :class:`SecretKeyRequiredError`. The result carries CKKS noise: round it (or add noise)
     before publishing it, or the ciphertext and the exact result together can expose the key.
+    With ``timings`` (for benchmarks), seconds are added to its ``deserialise`` (reading,
+    checking and loading frames) and ``decrypt`` (decrypting and decoding) entries.
     """
     if not isinstance(ctx, SecretContext):
         raise SecretKeyRequiredError(
@@ -102,8 +124,11 @@ def decrypt_sum(
     parser = UpdateParser(ctx.public(), expect_kind=None)
     out: np.ndarray | None = None
     index = 0
+    started = time.perf_counter()
     for chunk in iter_source(source):
-        for _payload, frame in parser._feed(chunk):
+        loaded = parser._feed(chunk)
+        started = add_time(timings, "deserialise", started)
+        for _payload, frame in loaded:
             header = parser.header
             assert header is not None
             if out is None:
@@ -112,6 +137,7 @@ def decrypt_sum(
             count = header.frame_values(index)
             out[start : start + count] = ctx._decrypt_frame(frame, count)
             index += 1
+        started = add_time(timings, "decrypt", started)
     header = parser.finish()
     if out is None:
         out = np.empty(header.n_values, dtype=np.float64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
@@ -133,7 +134,9 @@ async def upload_update(
     try:
         check_declared_length(request, state.settings.max_upload_bytes, "upload")
         ticket = await run_in_threadpool(rounds.prepare_upload, fid, index, channel, caller)
+        started = time.perf_counter()
         staged = await stage_upload(state, ticket, counted_stream(request, state, "update"))
+        metrics.upload_stage_seconds.observe(time.perf_counter() - started)
         result = await run_in_threadpool(rounds.commit_upload, ticket, staged)
     except FedsparsifyError as exc:
         metrics.uploads_refused.labels(code=exc.code).inc()

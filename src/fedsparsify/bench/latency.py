@@ -1,0 +1,382 @@
+"""Latency benchmark: dense and sparse encrypted rounds side by side over real HTTP.
+
+One aggregator (``fedsparsify serve`` on loopback, started by
+:func:`~fedsparsify.clients.launcher.start_aggregator`) and K site processes
+(:mod:`fedsparsify.bench.latency_client`) run, for every workload and mode, a fresh federation
+of ``rounds`` rounds through the public REST API:
+
+- ``plaintext``: dense float32 through the same API and client code (the floor);
+- ``ckks-peer-dense``: every coordinate, ``peer-default`` parameters;
+- ``ckks-lean-dense``: every coordinate, ``lean`` parameters;
+- ``ckks-lean-sparse``: the kept coordinates only, at each sparsity.
+
+Each row holds the medians over sites and rounds of the client phases (their sum is
+``client_round_s``; waiting for the other sites is excluded; ``upload`` is the PUT's wall time,
+which includes the aggregator receiving, validating and adding the upload, because it answers
+once the upload is in the sum), the server's own seconds per upload from its ``/metrics``
+(``server_validate_s``: receive and validate; ``server_add_s``: add into the running sum) and
+per round (``server_close_s``), bytes up and down, and the aggregator's peak RSS during the row.
+Then the aggregator scaling part (:mod:`fedsparsify.bench.scaling`) and the inference part
+(:mod:`fedsparsify.bench.inference`); the report goes to ``latency.json``, ``latency.md`` and
+PNG plots (:mod:`fedsparsify.bench.latency_report`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from fedsparsify import __version__
+from fedsparsify.bench.latency_client import CLIENT_PHASES, ClientJob
+from fedsparsify.bench.probes import RssSampler, ServerCounters, read_counters
+from fedsparsify.bench.sites import SitePool
+from fedsparsify.bench.workloads import brainage_spec, build_workload, vector_size
+from fedsparsify.clients.launcher import start_aggregator
+from fedsparsify.clients.rest import AggregatorClient
+from fedsparsify.errors import FedsparsifyError
+
+__all__ = [
+    "MODE_PRESETS",
+    "SPARSITIES",
+    "LatencyConfig",
+    "full_config",
+    "machine_info",
+    "make_config",
+    "quick_config",
+    "run",
+]
+
+log = logging.getLogger(__name__)
+
+SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.99)
+MODE_PRESETS = {
+    "plaintext": "plaintext",
+    "ckks-peer-dense": "peer-default",
+    "ckks-lean-dense": "lean",
+    "ckks-lean-sparse": "lean",
+}
+POLL_S = 0.02
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    """What one run measures. ``rounds_by_workload`` and ``modes_by_workload`` override
+    ``rounds`` and the mode list for the named workloads (e.g. fewer rounds at 10M values)."""
+
+    out_dir: Path = Path("benchmarks/results")
+    workloads: tuple[str, ...] = ("brainage", "vec1m", "vec10m")
+    clients: int = 2
+    rounds: int = 3
+    rounds_by_workload: dict[str, int] = field(default_factory=dict)
+    modes: tuple[str, ...] = tuple(MODE_PRESETS)
+    modes_by_workload: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    sparsities: tuple[float, ...] = SPARSITIES
+    scaling_clients: tuple[int, ...] = (2, 4, 8, 16, 32)
+    scaling_workload: str = "brainage"
+    scaling_mode: str = "ckks-lean-dense"
+    inference_model: str | None = "brainage"
+    inference_repeats: int = 5
+    seed: int = 0
+    quick: bool = False
+
+    def plan(self, workload: str) -> list[tuple[str, float]]:
+        """``(mode, sparsity)`` rows of one workload, in table order."""
+        modes = self.modes_by_workload.get(workload, self.modes)
+        out: list[tuple[str, float]] = []
+        for mode in modes:
+            if mode not in MODE_PRESETS:
+                raise FedsparsifyError(f"unknown mode {mode!r}; choose from {list(MODE_PRESETS)}")
+            if mode == "ckks-lean-sparse":
+                out.extend((mode, s) for s in self.sparsities)
+            else:
+                out.append((mode, 0.0))
+        return out
+
+
+def full_config(out_dir: Path = Path("benchmarks/results")) -> LatencyConfig:
+    """The published run: BrainAge, 1M and 10M values (10M: two rounds, to keep it short)."""
+    return LatencyConfig(out_dir=out_dir, rounds_by_workload={"vec10m": 2})
+
+
+def quick_config(out_dir: Path) -> LatencyConfig:
+    """CI: 100k values, every mode, two sparsities, 2 sites, 1 round, scaling to 4 clients."""
+    return LatencyConfig(
+        out_dir=out_dir,
+        workloads=("vec100k",),
+        clients=2,
+        rounds=1,
+        sparsities=(0.9, 0.95),
+        scaling_clients=(2, 4),
+        scaling_workload="vec100k",
+        inference_model="brainage-small",
+        inference_repeats=2,
+        quick=True,
+    )
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, core count, memory and versions, recorded with the numbers."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        nproc = int(subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip())
+    except (OSError, ValueError):
+        nproc = os.cpu_count() or 0
+    import psutil
+    import tenseal
+    import torch
+
+    return {
+        "cpu_model": cpu,
+        "nproc": nproc,
+        "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "tenseal": tenseal.__version__,
+        "fedsparsify": __version__,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _wait_closed(admin: AggregatorClient, fid: str, index: int) -> None:
+    deadline = time.monotonic() + 3600.0
+    while not admin.get_round(fid, index).aggregate_ready:
+        if time.monotonic() > deadline:
+            raise FedsparsifyError(f"round {index} of {fid} did not close")
+        time.sleep(POLL_S)
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else 0.0
+
+
+def _summarise(
+    records: list[dict[str, Any]], server: list[ServerCounters], peak_mb: float
+) -> dict[str, Any]:
+    phases = {p: _median([r["phases"][p] for r in records]) for p in CLIENT_PHASES}
+    validate = _median([d.stage_s / max(d.stages, 1.0) for d in server])
+    add = _median([d.add_s / max(d.adds, 1.0) for d in server])
+    close = _median([d.close_s for d in server])
+    phases.update(server_validate=validate, server_add=add, server_close=close)
+    return {
+        "n_kept": int(records[0]["n_kept"]),
+        "upload_bytes": int(_median([r["upload_bytes"] for r in records])),
+        "download_bytes": int(_median([r["download_bytes"] for r in records])),
+        "client_round_s": _median([r["client_round_s"] for r in records]),
+        "client_round_s_min": min(r["client_round_s"] for r in records),
+        "client_round_s_max": max(r["client_round_s"] for r in records),
+        "server_validate_s": validate,
+        "server_add_s": add,
+        "server_close_s": close,
+        "server_peak_rss_mb": peak_mb,
+        "phases": phases,
+    }
+
+
+def measure_row(
+    admin: AggregatorClient,
+    pool: SitePool,
+    sampler: RssSampler,
+    *,
+    workload: str,
+    n_params: int,
+    mode: str,
+    sparsity: float,
+    rounds: int,
+    seed: int,
+) -> dict[str, Any]:
+    """One mode at one sparsity: a fresh federation, ``rounds`` rounds with every site."""
+    preset = MODE_PRESETS[mode]
+    spec: dict[str, Any] = {
+        "name": f"latency-{workload}-{mode}-{sparsity}",
+        "rounds": rounds,
+        "min_clients": pool.size,
+        "quorum": pool.size,
+        "auto_advance": False,
+        "crypto_preset": preset,
+        "round_timeout_s": 3600.0,
+        "seed": seed,
+    }
+    if vector_size(workload) is None:
+        spec["model"] = brainage_spec(workload).model_dump(mode="json")
+    created = admin.create_federation(spec)
+    fid = str(created["id"])
+    pool.submit(
+        [
+            ClientJob(
+                url=admin.base_url,
+                federation_id=fid,
+                enrollment_token=str(created["enrollment_token"]),
+                name=f"site-{k}",
+                preset=preset,
+                workload=workload,
+                sparsity=sparsity,
+                rounds=rounds,
+                n_clients=pool.size,
+                seed=seed,
+            )
+            for k in range(pool.size)
+        ]
+    )
+    pool.expect("ready")
+    sampler.reset()
+    server: list[ServerCounters] = []
+    for index in range(rounds):
+        before = read_counters(admin.metrics())
+        admin.start_round(fid)
+        _wait_closed(admin, fid, index)
+        server.append(read_counters(admin.metrics()) - before)
+    peak = sampler.peak_mb()
+    records = [r for _kind, _name, recs in pool.expect("done") for r in recs]
+    return {
+        "model": workload,
+        "mode": mode,
+        "preset": preset,
+        "sparsity": sparsity,
+        "n_params": n_params,
+        "clients": pool.size,
+        "rounds": rounds,
+        **_summarise(records, server, peak),
+    }
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run(config: LatencyConfig) -> dict[str, Any]:
+    """Run the benchmark and write ``latency.json``, ``latency.md`` and the plots."""
+    from fedsparsify.bench.inference import measure_inference
+    from fedsparsify.bench.latency_report import write_report
+    from fedsparsify.bench.scaling import measure_scaling
+
+    started = time.perf_counter()
+    machine = machine_info()
+    _progress(f"# latency: {machine['cpu_model']}, nproc {machine['nproc']}")
+    rows: list[dict[str, Any]] = []
+    scaling: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="fedsparsify-bench-latency-") as tmp:
+        agg = start_aggregator(
+            Path(tmp) / "aggregator",
+            admin_token=secrets.token_urlsafe(24),
+        )
+        sampler = RssSampler(agg.pid)
+        pool = SitePool(config.clients)
+        admin = agg.admin()
+        try:
+            idle_mb = sampler.current_mb()
+            for workload in config.workloads:
+                n_params = build_workload(workload, seed=config.seed).n_params
+                rounds = config.rounds_by_workload.get(workload, config.rounds)
+                for mode, sparsity in config.plan(workload):
+                    row = measure_row(
+                        admin,
+                        pool,
+                        sampler,
+                        workload=workload,
+                        n_params=n_params,
+                        mode=mode,
+                        sparsity=sparsity,
+                        rounds=rounds,
+                        seed=config.seed,
+                    )
+                    rows.append(row)
+                    _progress(
+                        f"  {workload:>8} {mode:>16} s={sparsity:.2f} kept={row['n_kept']:>9,} "
+                        f"up={row['upload_bytes']:>12,} B round={row['client_round_s']:.3f}s "
+                        f"add={row['server_add_s']:.3f}s rss={row['server_peak_rss_mb']:.0f}MB"
+                    )
+            pool.close()
+            if config.scaling_clients:
+                scaling_mode = config.scaling_mode
+                scaling = measure_scaling(
+                    admin,
+                    sampler,
+                    counts=config.scaling_clients,
+                    workload=config.scaling_workload,
+                    preset=MODE_PRESETS[scaling_mode],
+                    sparsity=0.0 if scaling_mode != "ckks-lean-sparse" else 0.9,
+                    seed=config.seed,
+                )
+                for s in scaling:
+                    _progress(
+                        f"  scaling K={s['clients']:>2} add total {s['server_add_total_s']:.3f}s "
+                        f"peak rss {s['server_peak_rss_mb']:.0f}MB "
+                        f"(+{s['server_rss_growth_mb']:.0f})"
+                    )
+        finally:
+            admin.close()
+            pool.close()
+            sampler.close()
+            agg.stop()
+    inference = None
+    if config.inference_model:
+        inference = measure_inference(
+            config.inference_model, repeats=config.inference_repeats, seed=config.seed
+        )
+    result: dict[str, Any] = {
+        "benchmark": "latency",
+        "command": config_command(config),
+        "machine": machine,
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "server_idle_rss_mb": idle_mb,
+        "rows": rows,
+        "scaling": scaling,
+        "inference": inference,
+        "elapsed_s": time.perf_counter() - started,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+    }
+    write_report(result, config.out_dir)
+    _progress(f"# done in {result['elapsed_s']:.0f} s; results in {config.out_dir}")
+    return result
+
+
+def config_command(config: LatencyConfig) -> str:
+    """The command that reproduces a run with this configuration (default or quick)."""
+    base = "fedsparsify bench latency"
+    return f"{base} --quick --out {config.out_dir}" if config.quick else base
+
+
+def make_config(
+    *,
+    quick: bool,
+    out_dir: Path,
+    workloads: tuple[str, ...] | None = None,
+    clients: int | None = None,
+    rounds: int | None = None,
+    scaling_clients: tuple[int, ...] | None = None,
+    inference: bool = True,
+) -> LatencyConfig:
+    """The quick or full configuration with the given overrides (what the CLI and the script
+    build from their options)."""
+    base = quick_config(out_dir) if quick else full_config(out_dir)
+    changes: dict[str, Any] = {}
+    if workloads:
+        changes["workloads"] = workloads
+    if clients:
+        changes["clients"] = clients
+    if rounds:
+        changes["rounds"] = rounds
+        changes["rounds_by_workload"] = {}
+    if scaling_clients is not None:
+        changes["scaling_clients"] = scaling_clients
+    if not inference:
+        changes["inference_model"] = None
+    return replace(base, **changes)
