@@ -128,7 +128,13 @@ class ClientRuntime:
             name=self.name,
         )
         self.state.save_credentials(creds)
-        log.info("%s registered as %s (dealer: %s)", self.name, creds.client_id, creds.is_dealer)
+        log.info(
+            "%s registered as %s (dealer: %s); key fingerprint %s (confirm it with the dealer)",
+            self.name,
+            creds.client_id,
+            creds.is_dealer,
+            key_fingerprint(self._identity()[1]),
+        )
         return creds
 
     def _identity(self) -> tuple[bytes, bytes]:
@@ -158,6 +164,7 @@ class ClientRuntime:
             self.state.save_secret_context(context.secret_bytes())
         if self.creds.is_dealer:
             self._publish_context(context)
+        log.info("%s: CKKS key set %s (compare it with the dealer's)", self.name, context.digest)
         self._codec = UpdateCodec(context, contributor=self.creds.client_id)
         return context
 
