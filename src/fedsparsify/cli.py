@@ -295,7 +295,7 @@ def client(
 @app.command()
 def demo(
     sites: Annotated[int, typer.Option(help="number of simulated hospitals")] = 4,
-    rounds: Annotated[int, typer.Option(help="federated rounds")] = 40,
+    rounds: Annotated[int, typer.Option(help="federated rounds")] = 60,
     preset: Annotated[
         str, typer.Option(help="CKKS preset of the main run: lean, peer-default")
     ] = "lean",

@@ -67,7 +67,7 @@ class DemoOptions:
 
     out_dir: Path
     sites: int = 4
-    rounds: int = 40
+    rounds: int = 60
     preset: Preset = "lean"
     data: Path | None = None
     compare: bool = False

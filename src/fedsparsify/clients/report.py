@@ -121,14 +121,19 @@ def write_report(
     if notes:
         lines += [f"- {note}" for note in notes] + [""]
     lines += [
-        "| run | preset | method | final test MAE | final sparsity | wall s |",
-        "|---|---|---|---:|---:|---:|",
+        "| run | preset | method | final test MAE | final sparsity | uploaded MB/site "
+        "(all rounds) | last upload B/site | wall s |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for run in runs:
         mae = "-" if run.final_test_mae is None else f"{run.final_test_mae:.2f}"
         sp = "-" if run.final_sparsity is None else f"{run.final_sparsity:.3f}"
+        sent = [r.upload_bytes for r in run.rows if not math.isnan(r.upload_bytes)]
+        total = f"{sum(sent) / 1e6:.2f}" if sent else "-"
+        last = f"{sent[-1]:,.0f}" if sent else "-"
         lines.append(
-            f"| {run.name} | {run.preset} | {run.method} | {mae} | {sp} | {run.wall_s:.0f} |"
+            f"| {run.name} | {run.preset} | {run.method} | {mae} | {sp} | {total} | {last} "
+            f"| {run.wall_s:.0f} |"
         )
     for run in runs:
         lines += ["", f"## {run.name}", "", render_table(run)]
