@@ -1,11 +1,12 @@
-"""The whole reliability battery (issue 7, parts 1, 3 and 4) and its report.
+"""The whole reliability and security battery (issue 7) and its report.
 
-Runs every test of ``tests/reliability`` (slow ones included: fuzzing with many examples, the
+Runs every test of ``tests/security`` (the bad-input battery, the secrets scan, TLS) and of
+``tests/reliability`` (slow ones included: fuzzing with many examples, the
 aggregator killed with SIGKILL three times, a site process killed and restarted, one of five
 sites vanishing, 32 concurrent full-size BrainAge uploads) and writes what they measured to
 ``benchmarks/results/reliability.json``: fuzz cases and answers by status class, faults and their
 outcomes, concurrent clients, aggregator RSS peak and trend, uploads lost, and whether the
-disturbed run equals the undisturbed one.
+disturbed run equals the undisturbed one; and the security tests passed and failed, per file.
 
     .venv/bin/python benchmarks/reliability.py            # everything (a few minutes)
     .venv/bin/python benchmarks/reliability.py --quick    # the fast part only (`make test`'s)
@@ -20,10 +21,28 @@ import subprocess
 import sys
 import tempfile
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def security_cases(junit: Path) -> dict[str, dict[str, int]]:
+    """Passed and failed test cases of ``tests/security``, per file, from pytest's JUnit XML."""
+    out: dict[str, dict[str, int]] = {}
+    if not junit.exists():
+        return out
+    for case in ET.parse(junit).iter("testcase"):
+        module = case.get("classname", "")
+        if not module.startswith("tests.security."):
+            continue
+        counts = out.setdefault(module.removeprefix("tests.security."), {"passed": 0, "failed": 0})
+        failed = any(child.tag in ("failure", "error") for child in case)
+        skipped = any(child.tag == "skipped" for child in case)
+        if not skipped:
+            counts["failed" if failed else "passed"] += 1
+    return out
 
 
 def summarise(records: list[dict[str, Any]], exit_code: int, seconds: float) -> dict[str, Any]:
@@ -76,6 +95,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         record = Path(tmp) / "records.jsonl"
         record.touch()
+        junit = Path(tmp) / "junit.xml"
         marks = "not slow" if args.quick else ""
         started = time.monotonic()
         code = subprocess.call(
@@ -83,22 +103,27 @@ def main() -> int:
                 sys.executable,
                 "-m",
                 "pytest",
+                "tests/security",
                 "tests/reliability",
                 "-m",
                 marks,
                 "-q",
                 "-p",
                 "no:cacheprovider",
+                f"--junitxml={junit}",
             ],
             cwd=ROOT,
             env={**os.environ, "FEDSPARSIFY_RELIABILITY_RECORD": str(record)},
         )
         seconds = time.monotonic() - started
         records = [json.loads(line) for line in record.read_text().splitlines() if line]
+        security = security_cases(junit)
     report = summarise(records, code, seconds)
+    report["security_tests"] = security
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in report.items() if k not in ("fuzz", "load", "faults")}))
+    details = ("fuzz", "load", "faults", "security_tests")
+    print(json.dumps({k: v for k, v in report.items() if k not in details}))
     print(f"report: {args.json}")
     return code
 
