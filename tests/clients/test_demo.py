@@ -7,28 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
+
+from tests.platform.data.helpers import head
 
 pytestmark = pytest.mark.e2e
 
 
-def test_demo_writes_a_report(tmp_path: Path) -> None:
-    out = tmp_path / "report"
+def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fedsparsify",
-            "demo",
-            "--sites",
-            "2",
-            "--rounds",
-            "2",
-            "--subjects-per-site",
-            "12",
-            "--out",
-            str(out),
-        ],
+        [sys.executable, "-m", "fedsparsify", "demo", "--sites", "2", "--rounds", "2", *args],
         capture_output=True,
         text=True,
         timeout=400,
@@ -36,6 +26,12 @@ def test_demo_writes_a_report(tmp_path: Path) -> None:
         check=False,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run
+
+
+def test_demo_writes_a_report(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    run = _demo(tmp_path, "--subjects-per-site", "12", "--out", str(out))
     assert f"report: {out / 'report.md'}" in run.stdout
     for name in ("report.md", "metrics.json", "mae.png", "sparsity.png", "bytes.png"):
         assert (out / name).is_file(), name
@@ -50,3 +46,24 @@ def test_demo_writes_a_report(tmp_path: Path) -> None:
     assert main["final_test_mae"] is not None
     ref = metrics["reference_plaintext"]["final_test_mae"]
     assert abs(main["final_test_mae"] - ref) <= 1.0
+
+
+def test_demo_trains_on_a_real_nifti_folder(tmp_path: Path) -> None:
+    """``--data``: a BIDS-style folder with a site column becomes the federation's sites."""
+    root = tmp_path / "t1"
+    rows = ["participant_id\tage\tsite"]
+    for i in range(16):
+        site = "hospital-a" if i < 8 else "hospital-b"
+        age = 25.0 + 4.0 * i
+        volume = head(i) * (1.0 - 0.004 * age)  # older: a little darker
+        path = root / f"sub-{i:02d}" / "anat" / f"sub-{i:02d}_T1w.nii.gz"
+        path.parent.mkdir(parents=True)
+        nib.save(nib.Nifti1Image(volume, np.diag([2.0, 2.0, 2.0, 1.0])), str(path))
+        rows.append(f"sub-{i:02d}\t{age}\t{site}")
+    (root / "participants.tsv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "report"
+    _demo(tmp_path, "--data", str(root), "--out", str(out))
+    (main,) = json.loads((out / "metrics.json").read_text())["runs"]
+    assert [row["contributors"] for row in main["rows"]] == [2, 2]
+    assert main["final_test_mae"] is not None
+    assert sorted(p.name for p in (out / "data").iterdir()) == ["hospital-a", "hospital-b"]
