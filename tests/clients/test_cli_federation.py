@@ -24,7 +24,13 @@ from fedsparsify.platform.data import make_digits_federation, save_site
 from fedsparsify.platform.masks import sparsity
 from fedsparsify.platform.rounds import Site
 from fedsparsify.platform.runner import InProcessFederation
-from fedsparsify.platform.spec import FederationSpec, ModelSpec, ScheduleSpec, TrainingSpec
+from fedsparsify.platform.spec import (
+    FederationSpec,
+    Method,
+    ModelSpec,
+    ScheduleSpec,
+    TrainingSpec,
+)
 from fedsparsify.platform.training import evaluate
 
 pytestmark = pytest.mark.e2e
@@ -43,15 +49,17 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> str:
     return out.stdout
 
 
-def test_two_sites_two_rounds_over_cli_and_http(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["fedsparsify-global", "fedsparsify-local"])
+def test_two_sites_two_rounds_over_cli_and_http(tmp_path: Path, method: Method) -> None:
+    """FedSparsify-Local's majority vote runs on encrypted 0/1 votes (a second channel)."""
     spec = FederationSpec(
         name="cli-e2e",
+        method=method,
         rounds=2,
         min_clients=2,
         quorum=2,
         round_timeout_s=120,
         crypto_preset="lean",
-        method="fedsparsify-global",
         schedule=ScheduleSpec(kind="progressive", target=0.5, fraction=0.5, start_round=1),
         model=ModelSpec(kind="mlp", input_shape=(1, 8, 8), hidden=32),
         training=TrainingSpec(local_epochs=1, batch_size=32, lr=0.05, momentum=0.9),
@@ -103,6 +111,8 @@ def test_two_sites_two_rounds_over_cli_and_http(tmp_path: Path) -> None:
     assert fed["state"] == "completed"
     assert [h["state"] for h in fed["history"]] == ["closed", "closed"]
     assert all(len(h["contributors"]) == 2 for h in fed["history"])
+    channels = ["values", "votes"] if method == "fedsparsify-local" else ["values"]
+    assert all(sorted(h["aggregate_bytes"]) == channels for h in fed["history"]), fed["history"]
     # every site reported metrics for both rounds, and the final ones after the last round
     last = fed["history"][-1]["metrics"]
     assert all("final_val_accuracy" in m for m in last.values()), last
