@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from fedsparsify.crypto import (
     open_envelope,
     seal_envelope,
 )
+from tests.sites import Site
 
 pytestmark = pytest.mark.e2e
 
@@ -117,25 +117,6 @@ def server(tmp_path: Path) -> Iterator[Server]:
         yield srv
     finally:
         srv.stop()
-
-
-@dataclass
-class Site:
-    """One simulated hospital: identity, token, key set, data size."""
-
-    name: str
-    num_samples: int
-    private_key: bytes
-    public_key: bytes
-    client_id: str = ""
-    token: str = ""
-    is_dealer: bool = False
-    key_set: SecretContext | None = None
-
-    def http(self, url: str) -> httpx.Client:
-        return httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30
-        )
 
 
 def ok(r: httpx.Response, status: int = 200) -> Any:

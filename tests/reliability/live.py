@@ -27,6 +27,7 @@ from fedsparsify.crypto import (
     open_envelope,
     seal_envelope,
 )
+from tests.sites import Site as SimulatedSite
 
 __all__ = [
     "ADMIN_TOKEN",
@@ -87,23 +88,8 @@ class LiveServer:
 
 
 @dataclass
-class Site:
-    """One simulated hospital: identity, token, key set, sample count."""
-
-    name: str
-    num_samples: int
-    private_key: bytes
-    public_key: bytes
-    client_id: str = ""
-    token: str = ""
-    is_dealer: bool = False
-    key_set: SecretContext | None = None
-
-    def http(self, url: str, timeout: float = 120) -> httpx.Client:
-        """An httpx client holding this site's token."""
-        return httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {self.token}"}, timeout=timeout
-        )
+class Site(SimulatedSite):
+    """A simulated site that can also encrypt an update of its own."""
 
     def encrypt(self, values: np.ndarray, weight: float) -> bytes:
         """A real encrypted update of ``values`` with weight ``weight``."""

@@ -26,6 +26,7 @@ from fedsparsify.crypto import (
     open_envelope,
     seal_envelope,
 )
+from tests.sites import Site
 
 #: The crypto layer's documented absolute precision for a small weighted sum (lean preset).
 ATOL = 1e-6
@@ -35,17 +36,9 @@ SAMPLES = {"north": 120, "south": 80, "east": 200}
 
 
 @dataclass
-class RoundSite:
-    """One simulated hospital, with every secret it holds."""
+class RoundSite(Site):
+    """One simulated hospital, with every secret it holds and its REST client."""
 
-    name: str
-    num_samples: int
-    private_key: bytes
-    public_key: bytes
-    client_id: str = ""
-    token: str = ""
-    is_dealer: bool = False
-    key_set: SecretContext | None = None
     api: AggregatorClient | None = None
 
 
