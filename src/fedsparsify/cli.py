@@ -346,6 +346,27 @@ bench_app = typer.Typer(help="Benchmarks (the scripts in benchmarks/ run the sam
 app.add_typer(bench_app, name="bench")
 
 
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+@bench_app.command("crypto", context_settings=_PASS_THROUGH)
+def bench_crypto(ctx: typer.Context) -> None:
+    """What sparse CKKS updates cost per preset and sparsity, without a network (options:
+    `fedsparsify bench crypto --help`; e.g. --quick, --json FILE)."""
+    from fedsparsify.bench.crypto_costs import main as crypto_main
+
+    raise typer.Exit(crypto_main(list(ctx.args)))
+
+
+@bench_app.command("accuracy", context_settings=_PASS_THROUGH)
+def bench_accuracy(ctx: typer.Context) -> None:
+    """FedAvg against FedSparsify and its baselines, in process (options:
+    `fedsparsify bench accuracy --help`; e.g. --quick, --out DIR)."""
+    from fedsparsify.bench.accuracy import main as accuracy_main
+
+    raise typer.Exit(accuracy_main(list(ctx.args)))
+
+
 @bench_app.command("latency")
 def bench_latency(
     quick: Annotated[bool, typer.Option(help="100k values, 2 sites, 1 round (CI)")] = False,

@@ -1,0 +1,42 @@
+"""``fedsparsify bench crypto|accuracy`` run the packaged benchmarks with their own options."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from fedsparsify.cli import app
+
+KEYS = {
+    "preset",
+    "seeded",
+    "sparsity",
+    "n_total",
+    "n_kept",
+    "bytes",
+    "bytes_per_kept_value",
+    "client_s",
+    "add_s",
+    "decrypt_s",
+    "max_abs_error",
+}
+
+
+def test_bench_crypto_passes_its_options_through(tmp_path: Path) -> None:
+    out = tmp_path / "costs.json"
+    result = CliRunner().invoke(
+        app, ["bench", "crypto", "--n-total", "20000", "--only", "plaintext", "--json", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())
+    assert {r["preset"] for r in rows} == {"plaintext"}
+    assert [r["sparsity"] for r in rows] == [0.0, 0.5, 0.8, 0.9, 0.95, 0.99]
+    assert all(set(r) == KEYS and r["n_total"] == 20000 for r in rows)
+    assert rows[-1]["bytes"] < rows[0]["bytes"]
+
+
+def test_bench_crypto_refuses_an_unknown_option() -> None:
+    result = CliRunner().invoke(app, ["bench", "crypto", "--no-such-option"])
+    assert result.exit_code == 2
