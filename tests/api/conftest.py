@@ -16,7 +16,7 @@ from sqlalchemy import update
 
 from fedsparsify.api import Settings, create_app
 from fedsparsify.api.db import RoundRow
-from fedsparsify.api.services.rounds import sum_key
+from fedsparsify.api.services.round_store import sum_key
 from fedsparsify.api.state import AppState
 from fedsparsify.crypto import (
     SecretContext,

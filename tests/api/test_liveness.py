@@ -125,7 +125,7 @@ def test_too_few_active_falls_back_to_every_key_holder(
     age(h, a, b, c)
     poll(h, fed, a)  # one active client, the quorum is two
     assert [m["active"] for m in view(h, fed).values()] == [True, False, False]
-    with caplog.at_level(logging.WARNING, logger="fedsparsify.api.services.rounds"):
+    with caplog.at_level(logging.WARNING, logger="fedsparsify.api.services.lifecycle"):
         r = h.client.post(fed.path("/rounds"), headers=ADMIN)
     assert r.status_code == 201, r.text
     assert r.json()["participants"] == [a.id, b.id, c.id]

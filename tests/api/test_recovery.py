@@ -9,10 +9,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-import fedsparsify.api.services.rounds as rounds_module
+import fedsparsify.api.services.round_store as rounds_module
 from fedsparsify.api import Settings, create_app
 from fedsparsify.api.db import RoundRow
-from fedsparsify.api.services.rounds import read_header, sum_key, upload_key
+from fedsparsify.api.services.round_store import read_header, sum_key, upload_key
 from fedsparsify.crypto import PublicContext, SecretContext, add_updates, decrypt_sum
 from tests.api.conftest import Fed, Harness, vectors
 
@@ -155,7 +155,7 @@ def test_deadline_that_passed_while_down(
 
 def test_a_failed_close_is_retried(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     fed, values = two_uploads(h)
-    service = h.app.state.rounds
+    service = h.app.state.rounds.lifecycle
     real_close = service._close
     calls = []
 

@@ -267,7 +267,7 @@ def test_crash_after_the_last_commit_is_closed_at_restart(tmp_path: Path) -> Non
         fed = h.federation(samples=(10, 20, 30))
         for m, v in zip(fed.members[:2], values[:2], strict=True):
             assert h.upload(fed, 0, m, h.encrypt(m, v, m.num_samples / 60)).status_code == 201
-        app.state.rounds._finish_locked = lambda *_: None  # the process dies right here
+        app.state.rounds.lifecycle.finish_locked = lambda *_: None  # the process dies right here
         last = fed.members[2]
         body = h.encrypt(last, values[2], 30 / 60)
         assert h.upload(fed, 0, last, body).status_code == 201

@@ -26,7 +26,7 @@ import httpx
 import numpy as np
 import pytest
 
-from fedsparsify.api.services.rounds import sum_key
+from fedsparsify.api.services.round_store import sum_key
 from fedsparsify.clients.launcher import AggregatorProcess, start_aggregator
 from fedsparsify.crypto import SecretContext, create_secret_context, decrypt_sum
 from tests.api.conftest import ADMIN, ADMIN_TOKEN, Fed, Harness, Member, bearer, vectors

@@ -27,7 +27,7 @@ from fedsparsify.api.schemas import (
     RoundOut,
     UploadAccepted,
 )
-from fedsparsify.api.services.rounds import stage_upload
+from fedsparsify.api.services.uploads import stage_upload
 from fedsparsify.errors import FedsparsifyError
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,8 @@ once per :data:`TOUCH_INTERVAL_S` so that polling does not turn into a database 
 A client is *active* when it was seen within ``Settings.client_liveness_s``, or when it uploaded
 every channel of the federation's latest round (a site that uploaded early in a long round may
 have been quiet since, training nothing, and is alive all the same). A new round's participants
-are the active key holders; see :meth:`fedsparsify.api.services.rounds.RoundService._open`.
+are the active key holders; see
+:meth:`fedsparsify.api.services.lifecycle.RoundLifecycle.open_round`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,342 @@
+"""Uploads: who may upload what, the streamed body checked frame by frame, and the commit.
+
+Durability order of one upload: body → temporary file (validated frame by frame, fsynced) →
+renamed into ``uploads/`` → new running sum into a temporary file (fsynced) → database row
+committed → sum renamed into place. The database is the truth; :mod:`.recovery` brings files
+back in line after a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import anyio.to_thread
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fedsparsify.api.db import ClientRow, FederationRow, RoundRow, UploadRow, now
+from fedsparsify.api.schemas import UploadAccepted
+from fedsparsify.api.services.auth import Caller
+from fedsparsify.api.services.federations import get_federation, spec_of
+from fedsparsify.api.services.keys import load_public_context
+from fedsparsify.api.services.lifecycle import VALUES, RoundLifecycle
+from fedsparsify.api.services.liveness import complete_uploaders
+from fedsparsify.api.services.round_queries import ACCEPTING, get_round_row, uploads_of
+from fedsparsify.api.services.round_store import RoundFiles, sum_key, upload_key
+from fedsparsify.api.state import AppState
+from fedsparsify.crypto import PublicContext, UpdateHeader, UpdateParser
+from fedsparsify.errors import (
+    ConflictError,
+    CountMismatchError,
+    MaskMismatchError,
+    NotFoundError,
+    ParameterMismatchError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    RoundClosedError,
+    ValueRangeError,
+)
+
+__all__ = ["FEED_BYTES", "StagedUpload", "UploadService", "UploadTicket", "stage_upload"]
+
+log = logging.getLogger(__name__)
+
+#: Bytes gathered from the request before one parser step in a worker thread.
+FEED_BYTES = 256 << 10
+#: Relative slack on a client's weight share (float rounding on the client).
+WEIGHT_SLACK = 1e-6
+
+
+@dataclass(frozen=True)
+class UploadTicket:
+    """What the streaming reader must check an upload against (decided before the body)."""
+
+    federation_id: str
+    index: int
+    channel: str
+    client_id: str
+    ctx: PublicContext
+    context_digest: str
+    expect_mask: str | None
+    expect_values: int | None
+    max_bytes: int
+
+
+@dataclass(frozen=True)
+class StagedUpload:
+    """A fully received and validated body in a temporary file (fsynced)."""
+
+    tmp: Path
+    header: UpdateHeader
+    bytes: int
+    sha256: str
+
+
+def _feed(parser: UpdateParser, fh: BinaryIO, data: bytes) -> None:
+    parser.feed(data)
+    fh.write(data)
+
+
+async def stage_upload(
+    state: AppState, ticket: UploadTicket, chunks: AsyncIterable[bytes]
+) -> StagedUpload:
+    """Read an upload body, validating frame by frame, into an fsynced temporary file.
+
+    Raises the typed wire error at the first bad byte and :class:`PayloadTooLargeError` past
+    ``ticket.max_bytes``; the temporary file is removed on any error. Memory: one frame plus
+    :data:`FEED_BYTES`.
+    """
+    parser = UpdateParser(
+        ticket.ctx,
+        expect_kind="update",
+        expect_context_digest=ticket.context_digest,
+        expect_mask_digest=ticket.expect_mask,
+        expect_values=ticket.expect_values,
+    )
+    digest = hashlib.sha256()
+    total = 0
+    pending: list[bytes] = []
+    pending_bytes = 0
+    tmp = state.blobs.temp_path(f"upload-{ticket.channel}")
+    fh = tmp.open("wb")
+    try:
+        async for chunk in chunks:
+            if not chunk:
+                continue
+            total += len(chunk)
+            if total > ticket.max_bytes:
+                raise PayloadTooLargeError(f"upload exceeds the limit of {ticket.max_bytes} bytes")
+            digest.update(chunk)
+            pending.append(chunk)
+            pending_bytes += len(chunk)
+            if pending_bytes >= FEED_BYTES:
+                data = b"".join(pending)
+                pending, pending_bytes = [], 0
+                await anyio.to_thread.run_sync(_feed, parser, fh, data)
+        if pending:
+            await anyio.to_thread.run_sync(_feed, parser, fh, b"".join(pending))
+        header = parser.finish()
+        fh.flush()
+        await anyio.to_thread.run_sync(os.fsync, fh.fileno())
+        fh.close()
+    except BaseException:
+        fh.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return StagedUpload(tmp=tmp, header=header, bytes=total, sha256=digest.hexdigest())
+
+
+class UploadService:
+    """Checks and commits uploads; blocking (run in a worker thread)."""
+
+    def __init__(self, state: AppState, files: RoundFiles, lifecycle: RoundLifecycle) -> None:
+        self.state = state
+        self.blobs = state.blobs
+        self.files = files
+        self.lifecycle = lifecycle
+
+    def prepare(self, fid: str, index: int, channel: str, caller: Caller) -> UploadTicket:
+        """Check that ``caller`` may upload ``channel`` to round ``index`` now."""
+        self.lifecycle.check_deadlines(fid, index)
+        with self.state.db.session() as session:
+            fed = get_federation(session, fid)
+            rnd = get_round_row(session, fid, index)
+            if channel not in rnd.channels:
+                raise NotFoundError(
+                    f"round {index} has no channel {channel!r} (channels: {rnd.channels})"
+                )
+            client_id = caller.client_id
+            if client_id is None or client_id not in rnd.participants:
+                raise PermissionDeniedError(f"you are not a participant of round {index}")
+            existing = session.scalars(
+                select(UploadRow.id).where(
+                    UploadRow.round_id == rnd.id,
+                    UploadRow.client_id == client_id,
+                    UploadRow.channel == channel,
+                )
+            ).first()
+            if existing is None and rnd.state not in ACCEPTING:
+                raise RoundClosedError(f"round {index} is {rnd.state}: it takes no uploads")
+            ctx = load_public_context(self.state, fed)
+            return UploadTicket(
+                federation_id=fid,
+                index=index,
+                channel=channel,
+                client_id=client_id,
+                ctx=ctx,
+                context_digest=rnd.context_digest or ctx.digest,
+                expect_mask=rnd.mask_digest,
+                expect_values=rnd.value_count,
+                max_bytes=self.state.settings.max_upload_bytes,
+            )
+
+    def commit(self, ticket: UploadTicket, staged: StagedUpload) -> UploadAccepted:
+        """Store a validated upload and add it into the round's running sum (or refuse it)."""
+        try:
+            with self.state.round_lock(ticket.federation_id, ticket.index):
+                accepted, complete = self._commit_locked(ticket, staged)
+                if complete:
+                    try:
+                        self.lifecycle.finish_locked(ticket.federation_id, ticket.index)
+                    except Exception:
+                        # The upload is stored and counted; the checker retries the close.
+                        log.exception("closing round %d failed; will retry", ticket.index)
+        finally:
+            staged.tmp.unlink(missing_ok=True)
+        if not accepted.duplicate:
+            self.state.metrics.uploads_accepted.labels(channel=ticket.channel).inc()
+        return accepted.model_copy(update={"round_state": self._state_of(ticket)})
+
+    def _state_of(self, ticket: UploadTicket) -> str:
+        with self.state.db.session() as session:
+            return get_round_row(session, ticket.federation_id, ticket.index).state
+
+    def _commit_locked(
+        self, ticket: UploadTicket, staged: StagedUpload
+    ) -> tuple[UploadAccepted, bool]:
+        fid, index, channel, client_id = (
+            ticket.federation_id,
+            ticket.index,
+            ticket.channel,
+            ticket.client_id,
+        )
+        header = staged.header
+        with self.state.db.session() as session:
+            fed = get_federation(session, fid)
+            rnd = get_round_row(session, fid, index)
+            uploads = uploads_of(session, rnd)
+            mine = [u for u in uploads if u.client_id == client_id and u.channel == channel]
+            if mine:
+                if mine[0].sha256 != staged.sha256:
+                    raise ConflictError(
+                        f"you already uploaded channel {channel!r} of round {index} (different "
+                        "bytes); an upload cannot be replaced"
+                    )
+                return self._accepted(ticket, staged, rnd.state, duplicate=True), False
+            if rnd.state not in ACCEPTING:
+                raise RoundClosedError(f"round {index} is {rnd.state}: it takes no uploads")
+            if now() >= rnd.deadline:
+                raise RoundClosedError(f"round {index} passed its deadline")
+            self._check_header(session, fed, rnd, ticket, header)
+            # End the read transaction: no database lock is held while ciphertexts are added.
+            # Nothing else changes this round meanwhile: every writer holds the round lock.
+            session.commit()
+            ctx = ticket.ctx
+            upload_path = self.blobs.commit(staged.tmp, upload_key(fid, index, channel, client_id))
+            new_sum: Path | None = None
+            try:
+                same = [u.client_id for u in uploads if u.channel == channel]
+                started = time.perf_counter()
+                new_sum = self.files.add_to_sum(ctx, fid, index, channel, same, upload_path)
+                seconds = time.perf_counter() - started
+                session.add(
+                    UploadRow(
+                        round_id=rnd.id,
+                        client_id=client_id,
+                        channel=channel,
+                        bytes=staged.bytes,
+                        sha256=staged.sha256,
+                        weight=header.weight,
+                    )
+                )
+                if rnd.mask_digest is None:
+                    rnd.mask_digest = header.mask_digest
+                if rnd.value_count is None:
+                    rnd.value_count = header.n_values
+                rnd.state = "collecting"
+                rnd.aggregation_s = rnd.aggregation_s + seconds
+                session.commit()
+            except BaseException:
+                upload_path.unlink(missing_ok=True)
+                if new_sum is not None:
+                    new_sum.unlink(missing_ok=True)
+                raise
+            self.blobs.commit(new_sum, sum_key(fid, index, channel))
+            self.state.metrics.aggregation_seconds.labels(step="add").observe(seconds)
+            log.info(
+                "federation %s round %d: %s accepted from %s (%d bytes)",
+                fid,
+                index,
+                channel,
+                client_id,
+                staged.bytes,
+            )
+            complete = set(complete_uploaders(rnd, uploads_of(session, rnd)))
+            return (
+                self._accepted(ticket, staged, rnd.state, duplicate=False),
+                complete == set(rnd.participants),
+            )
+
+    @staticmethod
+    def _accepted(
+        ticket: UploadTicket, staged: StagedUpload, state: str, *, duplicate: bool
+    ) -> UploadAccepted:
+        return UploadAccepted(
+            accepted=True,
+            duplicate=duplicate,
+            round=ticket.index,
+            channel=ticket.channel,
+            client_id=ticket.client_id,
+            bytes=staged.bytes,
+            sha256=staged.sha256,
+            weight=staged.header.weight,
+            n_values=staged.header.n_values,
+            n_ciphertexts=staged.header.n_ciphertexts,
+            round_state=state,
+        )
+
+    def _check_header(
+        self,
+        session: Session,
+        fed: FederationRow,
+        rnd: RoundRow,
+        ticket: UploadTicket,
+        header: UpdateHeader,
+    ) -> None:
+        """What the parser could not know when the body started: the round may have been
+        fixed by a concurrent upload since, and the weight share depends on the round."""
+        preset = spec_of(fed).crypto_preset
+        if header.preset != preset:
+            raise ParameterMismatchError(
+                f"update made under preset {header.preset!r}, the federation uses {preset!r}"
+            )
+        if rnd.mask_digest is not None and header.mask_digest != rnd.mask_digest:
+            raise MaskMismatchError(
+                f"update made under mask {header.mask_digest[:16]}…, the round's mask is "
+                f"{rnd.mask_digest[:16]}…"
+            )
+        if rnd.value_count is not None and header.n_values != rnd.value_count:
+            raise CountMismatchError(
+                f"update carries {header.n_values} values, the round expects {rnd.value_count}"
+            )
+        if header.contributors != (ticket.client_id,):
+            raise PermissionDeniedError(
+                f"the update's header names contributors {list(header.contributors)}; it must "
+                f"name exactly you ({ticket.client_id})"
+            )
+        if ticket.channel == VALUES:
+            client = self._client(session, fed.id, ticket.client_id)
+            share = client.num_samples / rnd.total_samples
+            what = f"num_samples / total_samples = {client.num_samples}/{rnd.total_samples}"
+        else:
+            share = 1.0 / len(rnd.participants)
+            what = f"1 / participants = 1/{len(rnd.participants)}"
+        if header.weight > share * (1.0 + WEIGHT_SLACK) + 1e-12:
+            raise ValueRangeError(
+                f"weight {header.weight:.9g} exceeds your share {share:.9g} ({what}): the "
+                "weights of a round must sum to at most 1"
+            )
+
+    @staticmethod
+    def _client(session: Session, fid: str, client_id: str) -> ClientRow:
+        client = session.get(ClientRow, client_id)
+        if client is None or client.federation_id != fid:
+            raise NotFoundError(f"no client {client_id!r}")
+        return client
