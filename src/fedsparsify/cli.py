@@ -250,22 +250,36 @@ def client(
     ] = Path(".fedsparsify-site"),
     name: Annotated[str | None, typer.Option(help="site name shown to the federation")] = None,
     ca: CaOpt = None,
-    allow_fingerprint: Annotated[
-        list[str] | None,
-        typer.Option(help="dealer only: seal keys only for these X25519 fingerprints (repeat)"),
+    peers: Annotated[
+        Path | None,
+        typer.Option(
+            help="the sites you confirmed out of band: lines of 'name fingerprint' (see "
+            "`fedsparsify identity`); you act only with these"
+        ),
     ] = None,
+    trust_aggregator_roster: Annotated[
+        bool,
+        typer.Option(
+            "--trust-aggregator-roster",
+            help="act with every member the aggregator lists, unconfirmed ones included "
+            "(for trying things out: the aggregator could then read your updates)",
+        ),
+    ] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
 ) -> None:
     """Join a federation as a site and take part in every round until it completes."""
     from fedsparsify.clients.runtime import ClientRuntime
     from fedsparsify.clients.state import StateDir
-    from fedsparsify.errors import FedsparsifyError
+    from fedsparsify.errors import FedsparsifyError, TrustError
     from fedsparsify.platform.data import load_site
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    saved = StateDir(state).credentials
+    try:
+        saved = StateDir(state).credentials
+    except FedsparsifyError as exc:
+        raise _fail(exc) from exc
     if enroll is not None:
         fid, token = split_join_code(enroll, federation)
     elif saved is not None:
@@ -281,12 +295,38 @@ def client(
             state_dir=state,
             name=name,
             verify=str(ca) if ca else True,
-            allowed_fingerprints=frozenset(allow_fingerprint) if allow_fingerprint else None,
+            peers=peers,
+            trust_aggregator_roster=trust_aggregator_roster,
         )
         reports = runtime.run()
+    except TrustError as exc:
+        typer.secho(f"refused: {exc}", err=True, fg="red")
+        raise typer.Exit(code=2) from exc
     except FedsparsifyError as exc:
         raise _fail(exc) from exc
     typer.echo(f"{runtime.name}: done after {len(reports)} rounds")
+
+
+@app.command()
+def identity(
+    state: Annotated[
+        Path, typer.Option(help="this site's state directory (the identity is created there)")
+    ] = Path(".fedsparsify-site"),
+    name: Annotated[str, typer.Option(help="the site's name, as the other sites know it")] = "",
+) -> None:
+    """Print this site's line for the other sites' --peers files ('name fingerprint'),
+    creating its keys (Ed25519 signing, X25519 envelope and mask) on first use."""
+    from fedsparsify.clients.roster import peers_line
+    from fedsparsify.clients.state import StateDir
+    from fedsparsify.errors import FedsparsifyError
+
+    try:
+        store = StateDir(state)
+        fingerprint = store.identity().public().fingerprint
+        label = name or (store.credentials.name if store.credentials else state.name)
+    except FedsparsifyError as exc:
+        raise _fail(exc) from exc
+    typer.echo(peers_line(label, fingerprint))
 
 
 # -- the main job ----------------------------------------------------------------------------

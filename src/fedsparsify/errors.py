@@ -23,7 +23,11 @@ client translates a response's ``code`` back into the same class with :func:`err
     │   ├── ContextMismatchError          context_mismatch 409  made under another key set
     │   ├── ParameterMismatchError        parameter_mismatch 409  other CKKS parameters or slots
     │   ├── CountMismatchError            count_mismatch   409  wrong value or ciphertext count
-    │   └── MaskMismatchError             mask_mismatch    409  mask digest differs from the round's
+    │   ├── MaskMismatchError             mask_mismatch    409  mask digest differs from the round's
+    │   └── RoundMismatchError            round_mismatch   409  made for another federation, round,
+    │                                                           attempt, participant set or channel
+    ├── TrustError                        untrusted        403  a site refuses: unconfirmed peer,
+    │                                                           dealer or roster (client side)
     ├── PlatformError                     platform_error   400  federated-learning core
     │   ├── MaskError                     mask_error       400  mask does not fit the model
     │   └── DataError                     data_error       400  missing/unreadable data or metadata
@@ -63,11 +67,13 @@ __all__ = [
     "PermissionDeniedError",
     "PlatformError",
     "RoundClosedError",
+    "RoundMismatchError",
     "SecretKeyRequiredError",
     "ServiceError",
     "TrailingBytesError",
     "TransportError",
     "TruncatedStreamError",
+    "TrustError",
     "UnavailableError",
     "ValueRangeError",
     "WireFormatError",
@@ -172,6 +178,21 @@ class MaskMismatchError(WireFormatError):
 
     code = "mask_mismatch"
     http_status = 409
+
+
+class RoundMismatchError(WireFormatError):
+    """The update was made for another federation, round, attempt, participant set or channel
+    (a replay, or a site behind the round)."""
+
+    code = "round_mismatch"
+    http_status = 409
+
+
+class TrustError(FedsparsifyError):
+    """A site refuses to go on: a peer, the dealer or the roster is not one it confirmed."""
+
+    code = "untrusted"
+    http_status = 403
 
 
 class PlatformError(FedsparsifyError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,13 +18,14 @@ from fedsparsify.api.db import RoundRow
 from fedsparsify.api.services.round_store import sum_key
 from fedsparsify.api.state import AppState
 from fedsparsify.crypto import (
+    RoundBinding,
     SecretContext,
+    SiteIdentity,
     create_secret_context,
-    encrypt_update,
-    generate_identity_keypair,
     open_envelope,
     seal_envelope,
 )
+from tests.sites import encrypt_for, registration
 
 # Starlette suggests another HTTP library for its TestClient; httpx is the one this project uses.
 warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
@@ -52,13 +52,23 @@ class Member:
     token: str
     num_samples: int
     is_dealer: bool
-    private_key: bytes
-    public_key: bytes
+    identity: SiteIdentity
+    federation_id: str = ""
 
     @property
     def auth(self) -> dict[str, str]:
         """Its bearer header."""
         return bearer(self.token)
+
+    @property
+    def private_key(self) -> bytes:
+        """Its X25519 envelope private key."""
+        return self.identity.envelope_private
+
+    @property
+    def public_key(self) -> bytes:
+        """Its X25519 envelope public key."""
+        return self.identity.public().envelope_key
 
 
 @dataclass
@@ -86,6 +96,8 @@ def spec(**overrides: Any) -> dict[str, Any]:
         "crypto_preset": "lean",
         "method": "fedsparsify-global",
         "model": {"kind": "mlp", "input_shape": [8]},
+        # tests register more sites than min_clients; the join code's limits have their own tests
+        "enrollment": {"max_uses": 100},
     }
     base.update(overrides)
     return base
@@ -94,10 +106,18 @@ def spec(**overrides: Any) -> dict[str, Any]:
 class Harness:
     """Drives one app through its REST API with real keys and ciphertexts."""
 
-    def __init__(self, client: TestClient, app: FastAPI, key_set: SecretContext) -> None:
+    def __init__(
+        self,
+        client: TestClient,
+        app: FastAPI,
+        key_set: SecretContext,
+        feds: dict[str, Fed] | None = None,
+    ) -> None:
         self.client = client
         self.app = app
         self.key_set = key_set
+        #: Federations this harness (or the one before a restart) created, by id.
+        self.feds: dict[str, Fed] = feds if feds is not None else {}
 
     @property
     def state(self) -> AppState:
@@ -110,18 +130,16 @@ class Harness:
         r = self.client.post("/v1/federations", json=spec(**overrides), headers=ADMIN)
         assert r.status_code == 201, r.text
         body = r.json()
-        return Fed(id=body["id"], enrollment_token=body["enrollment_token"])
+        fed = Fed(id=body["id"], enrollment_token=body["enrollment_token"])
+        self.feds[fed.id] = fed
+        return fed
 
     def register(self, fed: Fed, name: str, num_samples: int) -> Member:
-        """Register a client with a fresh X25519 key pair."""
-        private, public = generate_identity_keypair()
+        """Register a client with a fresh identity (signing, envelope and mask keys)."""
+        identity = SiteIdentity.generate()
         r = self.client.post(
             fed.path("/clients"),
-            json={
-                "name": name,
-                "public_key": base64.b64encode(public).decode(),
-                "num_samples": num_samples,
-            },
+            json=registration(name, num_samples, identity),
             headers={"X-Enrollment-Token": fed.enrollment_token},
         )
         assert r.status_code == 201, r.text
@@ -132,8 +150,8 @@ class Harness:
             token=body["token"],
             num_samples=num_samples,
             is_dealer=body["is_dealer"],
-            private_key=private,
-            public_key=public,
+            identity=identity,
+            federation_id=fed.id,
         )
         fed.members.append(member)
         return member
@@ -154,6 +172,9 @@ class Harness:
                 recipient_public_key=m.public_key,
                 federation_id=fed.id,
                 recipient_id=m.id,
+                dealer_id=dealer.id,
+                key_set_digest=key_set.digest,
+                signer=dealer.identity,
             )
             r = self.client.put(
                 fed.path(f"/keys/envelopes/{m.id}"), content=envelope, headers=dealer.auth
@@ -186,8 +207,8 @@ class Harness:
         return body
 
     def weight(self, fed: Fed, member: Member, index: int = 0) -> float:
-        """The member's weight in a round: num_samples / total_samples."""
-        return member.num_samples / self.round(fed, index)["total_samples"]
+        """The member's weight in a round (its capped share: see ``round_weights``)."""
+        return float(self.round(fed, index)["weights"][member.id])
 
     def encrypt(
         self,
@@ -198,16 +219,26 @@ class Harness:
         mask: str = MASK,
         key_set: SecretContext | None = None,
         contributor: str | None = None,
+        index: int | str = "current",
+        channel: str = "values",
+        binding: RoundBinding | None = None,
     ) -> bytes:
-        """A real encrypted update."""
-        return b"".join(
-            encrypt_update(
-                key_set or self.key_set,
-                values,
-                weight=weight,
-                mask_digest=mask,
-                contributor=member.id if contributor is None else contributor,
-            )
+        """A real encrypted update for the member's round ``index`` (the latest by default):
+        bound to its federation, round, attempt and participant set, and pairwise-masked with
+        the round's participants when the federation's spec asks for masks."""
+        fed = self.feds[member.federation_id]
+        return encrypt_for(
+            key_set or self.key_set,
+            member,
+            values,
+            weight,
+            status=self.round(fed, index),
+            federation_id=fed.id,
+            members=fed.members,
+            mask_digest=mask,
+            channel=channel,
+            contributor=contributor,
+            binding=binding,
         )
 
     def upload(
@@ -248,11 +279,13 @@ class Harness:
             return self.key_set
         r = self.client.get(fed.path("/keys/envelope"), headers=member.auth)
         assert r.status_code == 200, r.text
-        secret = open_envelope(
+        dealer = next(m for m in fed.members if m.is_dealer)
+        secret, _digest = open_envelope(
             r.content,
             recipient_private_key=member.private_key,
             federation_id=fed.id,
             recipient_id=member.id,
+            dealer_signing_key=dealer.identity.public().signing_key,
         )
         return SecretContext.from_secret_bytes(secret)
 

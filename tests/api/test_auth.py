@@ -11,7 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fedsparsify.api import Settings, create_app
+from fedsparsify.crypto import SiteIdentity
 from tests.api.conftest import ADMIN, ADMIN_TOKEN, Harness, bearer, spec
+from tests.sites import registration
 
 
 def test_missing_token_is_401_with_the_error_shape(client: TestClient) -> None:
@@ -69,7 +71,7 @@ def test_member_sees_its_federation_without_secrets(h: Harness, data_dir: Path) 
 
 def test_enrolment_token_is_required_and_checked(h: Harness) -> None:
     fed = h.create()
-    body = {"name": "x", "public_key": "A" * 43 + "=", "num_samples": 3}
+    body = registration("x", 3, SiteIdentity.generate())
     r = h.client.post(fed.path("/clients"), json=body)
     assert r.status_code == 401
     r = h.client.post(fed.path("/clients"), json=body, headers={"X-Enrollment-Token": "nope"})

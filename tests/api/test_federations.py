@@ -6,8 +6,9 @@ import base64
 
 import pytest
 
-from fedsparsify.crypto import create_secret_context, key_fingerprint
+from fedsparsify.crypto import PublicIdentity, SiteIdentity, create_secret_context
 from tests.api.conftest import ADMIN, Harness, spec, vectors
+from tests.sites import registration
 
 
 def test_create_list_get(h: Harness) -> None:
@@ -77,14 +78,18 @@ def test_registration(h: Harness) -> None:
     assert first.token.startswith("fsc_") and first.token != second.token
     listed = h.client.get(fed.path("/clients"), headers=second.auth).json()
     assert [c["name"] for c in listed] == ["hospital-a", "hospital-b"]
+    pub = first.identity.public()
     assert listed[0] == {
         "id": first.id,
         "name": "hospital-a",
-        "public_key": base64.b64encode(first.public_key).decode(),
-        "fingerprint": key_fingerprint(first.public_key),
+        "public_key": base64.b64encode(pub.envelope_key).decode(),
+        "signing_key": base64.b64encode(pub.signing_key).decode(),
+        "mask_key": base64.b64encode(pub.mask_key).decode(),
+        "fingerprint": PublicIdentity(pub.signing_key, pub.envelope_key, pub.mask_key).fingerprint,
         "num_samples": 120,
         "is_dealer": True,
         "has_envelope": False,
+        "removed": False,
     }
     got = h.client.get(fed.path(), headers=ADMIN).json()
     assert got["dealer_id"] == first.id
@@ -96,21 +101,51 @@ def test_duplicate_name_is_409(h: Harness) -> None:
     h.register(fed, "same", 1)
     r = h.client.post(
         fed.path("/clients"),
-        json={"name": "same", "public_key": base64.b64encode(b"k" * 32).decode(), "num_samples": 1},
+        json=registration("same", 1, SiteIdentity.generate()),
         headers={"X-Enrollment-Token": fed.enrollment_token},
     )
     assert r.status_code == 409
     assert r.json()["error"] == "conflict"
 
 
+_GOOD = registration("x", 1, SiteIdentity.generate())
+_ZERO = base64.b64encode(bytes(32)).decode()
+_ORDER_8 = base64.b64encode(
+    (325606250916557431795983626356110631294008115727848805560023387167927233504).to_bytes(
+        32, "little"
+    )
+).decode()
+
+
 @pytest.mark.parametrize(
     "body",
     [
-        {"name": "x", "public_key": base64.b64encode(b"short").decode(), "num_samples": 1},
-        {"name": "x", "public_key": "not base64!!", "num_samples": 1},
-        {"name": "x", "public_key": base64.b64encode(b"k" * 32).decode(), "num_samples": 0},
-        {"name": "", "public_key": base64.b64encode(b"k" * 32).decode(), "num_samples": 1},
-        {"name": "x", "public_key": base64.b64encode(b"k" * 32).decode()},
+        {**_GOOD, "public_key": base64.b64encode(b"short").decode()},
+        {**_GOOD, "public_key": "not base64!!"},
+        {**_GOOD, "num_samples": 0},
+        {**_GOOD, "name": ""},
+        {k: v for k, v in _GOOD.items() if k != "num_samples"},
+        {k: v for k, v in _GOOD.items() if k != "mask_key"},
+        {k: v for k, v in _GOOD.items() if k != "signing_key"},
+        {**_GOOD, "public_key": _ZERO},
+        {**_GOOD, "mask_key": _ZERO},
+        {**_GOOD, "mask_key": _ORDER_8},
+        {**_GOOD, "public_key": _ORDER_8},
+        {**_GOOD, "signing_key": _ZERO},
+    ],
+    ids=[
+        "short-key",
+        "not-base64",
+        "no-samples",
+        "empty-name",
+        "missing-samples",
+        "missing-mask-key",
+        "missing-signing-key",
+        "zero-envelope-key",
+        "zero-mask-key",
+        "low-order-mask-key",
+        "low-order-envelope-key",
+        "zero-signing-key",
     ],
 )
 def test_bad_registration_is_422(h: Harness, body: dict[str, object]) -> None:
@@ -232,13 +267,13 @@ def test_envelopes(h: Harness) -> None:
 
 
 def test_registration_closes_with_the_federation(h: Harness) -> None:
-    fed = h.federation(rounds=1)
+    fed = h.federation(rounds=1, enrollment={"max_uses": 10, "late_joiners": True})
     for m, v in zip(fed.members, vectors(3), strict=True):
         assert h.upload(fed, 0, m, h.encrypt(m, v, h.weight(fed, m))).status_code == 201
     assert h.client.get(fed.path(), headers=ADMIN).json()["state"] == "completed"
     r = h.client.post(
         fed.path("/clients"),
-        json={"name": "late", "public_key": base64.b64encode(b"k" * 32).decode(), "num_samples": 1},
+        json=registration("late", 1, SiteIdentity.generate()),
         headers={"X-Enrollment-Token": fed.enrollment_token},
     )
     assert r.status_code == 409

@@ -60,9 +60,8 @@ def poll(h: Harness, fed: Fed, member: Member) -> None:
 
 
 def upload(h: Harness, fed: Fed, index: int, members: list[Member]) -> None:
-    total = h.round(fed, index)["total_samples"]
     for m, v in zip(members, vectors(len(members), seed=index), strict=True):
-        r = h.upload(fed, index, m, h.encrypt(m, v, m.num_samples / total))
+        r = h.upload(fed, index, m, h.encrypt(m, v, h.weight(fed, m, index)))
         assert r.status_code == 201, r.text
 
 
@@ -89,7 +88,7 @@ def test_registration_counts_as_seen(h: Harness) -> None:
 
 
 def test_silent_participant_is_left_out_and_comes_back(h: Harness) -> None:
-    fed = h.federation(samples=(10, 20, 30), rounds=3)
+    fed = h.federation(samples=(10, 20, 30), rounds=3, pairwise_masks=False)
     a, b, c = fed.members
     assert h.round(fed, 0)["participants"] == [a.id, b.id, c.id]
     upload(h, fed, 0, [a, b])
@@ -195,15 +194,17 @@ def test_tiny_window_on_the_real_clock(data_dir: Path, key_set: SecretContext) -
     app = create_app(settings)
     with TestClient(app) as client:
         h = Harness(client, app, key_set)
-        fed = h.federation(samples=(10, 20, 30), open_round=False, round_timeout_s=1.5)
+        fed = h.federation(
+            samples=(10, 20, 30), open_round=False, round_timeout_s=1.5, pairwise_masks=False
+        )
         a, b, c = fed.members
-        bodies = [
-            h.encrypt(m, v, m.num_samples / 60) for m, v in zip((a, b), vectors(2), strict=True)
-        ]
         for m in fed.members:
             poll(h, fed, m)
         r = client.post(fed.path("/rounds"), headers=ADMIN)
         assert r.json()["participants"] == [a.id, b.id, c.id], r.text
+        bodies = [
+            h.encrypt(m, v, m.num_samples / 60) for m, v in zip((a, b), vectors(2), strict=True)
+        ]
         for m, body in zip((a, b), bodies, strict=True):
             assert h.upload(fed, 0, m, body).status_code == 201
         stop = time.monotonic() + 15

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedsparsify.clients.launcher import start_aggregator, start_site
+from fedsparsify.clients.launcher import confirm_peers, start_aggregator, start_site
 from fedsparsify.clients.state import StateDir
 from fedsparsify.platform.data import make_digits_federation, save_site
 from fedsparsify.platform.masks import sparsity
@@ -78,6 +78,9 @@ def test_two_sites_two_rounds_over_cli_and_http(tmp_path: Path, method: Method) 
         )
         fid = out.split("federation: ")[1].split()[0]
         join = out.split("join code (shown once): ")[1].split()[0]
+        peers = confirm_peers(
+            {s.name: tmp_path / "state" / s.name for s in data.sites}, tmp_path / "peers.txt"
+        )
         sites = [
             start_site(
                 server=server.url,
@@ -86,6 +89,7 @@ def test_two_sites_two_rounds_over_cli_and_http(tmp_path: Path, method: Method) 
                 state_dir=tmp_path / "state" / site.name,
                 name=site.name,
                 log_dir=tmp_path / "logs",
+                peers=peers,
             )
             for site in data.sites
         ]

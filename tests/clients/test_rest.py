@@ -11,6 +11,7 @@ import pytest
 
 from fedsparsify import errors
 from fedsparsify.clients.rest import AggregatorClient
+from fedsparsify.crypto import SiteIdentity
 
 
 def _client(handler: httpx.MockTransport, **kwargs: object) -> AggregatorClient:
@@ -82,14 +83,17 @@ def test_register_sends_key_and_enrollment_token() -> None:
             json={"federation_id": "f", "client_id": "c1", "token": "secret", "is_dealer": True},
         )
 
+    identity = SiteIdentity.generate().public()
     reg = _client(httpx.MockTransport(handler)).register(
-        "f", enrollment_token="enr", name="site-a", public_key=b"\x01" * 32, num_samples=7
+        "f", enrollment_token="enr", name="site-a", identity=identity, num_samples=7
     )
     assert reg.client_id == "c1" and reg.is_dealer and reg.token == "secret"
     assert seen["enroll"] == "enr"
     body = seen["body"]
     assert isinstance(body, dict)
-    assert base64.b64decode(body["public_key"]) == b"\x01" * 32
+    assert base64.b64decode(body["public_key"]) == identity.envelope_key
+    assert base64.b64decode(body["signing_key"]) == identity.signing_key
+    assert base64.b64decode(body["mask_key"]) == identity.mask_key
     assert body["num_samples"] == 7
 
 

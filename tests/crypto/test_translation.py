@@ -17,6 +17,7 @@ import pytest
 from fedsparsify.crypto import (
     PublicContext,
     SecretContext,
+    SiteIdentity,
     UpdateParser,
     _seal,
     add_updates,
@@ -24,7 +25,6 @@ from fedsparsify.crypto import (
     create_secret_context,
     decrypt_sum,
     encrypt_update,
-    generate_identity_keypair,
     open_envelope,
     read_update,
     seal_envelope,
@@ -106,22 +106,36 @@ def test_mutated_update_streams(lean: SecretContext, lean_stream: bytes) -> None
 
 
 def test_mutated_envelopes() -> None:
+    """Every changed envelope is refused with our error (the signature covers every byte)."""
     rnd = random.Random(3)
-    private, public = generate_identity_keypair()
+    me, dealer = SiteIdentity.generate(), SiteIdentity.generate()
     env = seal_envelope(
-        b"s" * 100, recipient_public_key=public, federation_id="f", recipient_id="r"
+        b"s" * 100,
+        recipient_public_key=me.public().envelope_key,
+        federation_id="f",
+        recipient_id="r",
+        dealer_id="d",
+        key_set_digest="00" * 32,
+        signer=dealer,
     )
+    changed = 0
     for _ in range(MUTATIONS):
+        data = mutate(env, rnd)
+        if data == env:
+            continue
+        changed += 1
         outcome = only_our_errors(
             functools.partial(
                 open_envelope,
-                mutate(env, rnd),
-                recipient_private_key=private,
+                data,
+                recipient_private_key=me.envelope_private,
                 federation_id="f",
                 recipient_id="r",
+                dealer_signing_key=dealer.public().signing_key,
             )
         )
-        assert outcome in ("EnvelopeError", "ok")
+        assert outcome == "EnvelopeError"
+    assert changed > MUTATIONS // 2
 
 
 @pytest.mark.parametrize("garbage", [b"", b"\x00", "text", 12, None, bytearray(b"FSPC\x01")])
@@ -137,6 +151,7 @@ def test_wrong_types_and_garbage_everywhere(lean: SecretContext, garbage: object
                 recipient_private_key=bytes(32),
                 federation_id="f",
                 recipient_id="r",
+                dealer_signing_key=bytes(32),
             ),
             lambda: encrypt_update(lean, garbage, weight=0.5, mask_digest="m"),  # type: ignore[arg-type]
             lambda: create_secret_context(garbage),  # type: ignore[arg-type]

@@ -211,10 +211,13 @@ def test_encryption_is_chunk_by_chunk(lean: SecretContext, monkeypatch: pytest.M
     original = SecretContext._encrypt_chunk
 
     def counting(
-        self: SecretContext, chunk: np.ndarray, timings: dict[str, float] | None = None
+        self: SecretContext,
+        chunk: np.ndarray,
+        timings: dict[str, float] | None = None,
+        mask: np.ndarray | None = None,
     ) -> bytes:
         calls.append(chunk.size)
-        return original(self, chunk, timings=timings)
+        return original(self, chunk, timings=timings, mask=mask)
 
     monkeypatch.setattr(SecretContext, "_encrypt_chunk", counting)
     chunks = encrypt_update(lean, values(3 * 4096 + 5), weight=0.5, mask_digest="m")

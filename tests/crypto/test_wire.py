@@ -71,6 +71,11 @@ def test_header_carries_the_fields(lean: SecretContext, lean_stream: bytes) -> N
         "values_per_ciphertext": 4096,
         "n_ciphertexts": 3,
         "contributors": ["site-a"],
+        "federation_id": "",
+        "round": 0,
+        "attempt": 0,
+        "participants_digest": "",
+        "channel": "values",
     }
     assert len(frames) == 3
     assert len(lean_stream) < 6.5 * 3 * 4096 + 1000  # seeded + complex: ~6.1 bytes per slot

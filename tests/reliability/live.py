@@ -1,13 +1,14 @@
 """A real aggregator process (``fedsparsify serve``) and sites that drive it over HTTP.
 
-The server is started with :func:`fedsparsify.clients.launcher.start_aggregator` and can be
-killed with SIGKILL and restarted on the same data directory and port. Sites hold real X25519
-identities and the real CKKS key set (the dealer's, or one opened from an envelope).
+The one harness for tests against a live server: the server is started with
+:func:`fedsparsify.clients.launcher.start_aggregator` and can be killed with SIGKILL and
+restarted on the same data directory and port. Sites hold real identities and the real CKKS
+key set (the dealer's, or one opened from its signed envelope), and encrypt exactly as a site
+must (:func:`tests.sites.encrypt_for`: bound to the round, pairwise-masked).
 """
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -18,16 +19,14 @@ import httpx
 import numpy as np
 
 from fedsparsify.clients.launcher import AggregatorProcess, free_port, start_aggregator
-from fedsparsify.crypto import (
-    SecretContext,
-    create_secret_context,
-    decrypt_sum,
-    encrypt_update,
-    generate_identity_keypair,
-    open_envelope,
-    seal_envelope,
+from fedsparsify.crypto import create_secret_context, decrypt_sum
+from tests.sites import (
+    Site,
+    encrypt_for,
+    expected_average,
+    open_own_envelope,
+    signed_envelopes,
 )
-from tests.sites import Site as SimulatedSite
 
 __all__ = [
     "ADMIN_TOKEN",
@@ -87,20 +86,6 @@ class LiveServer:
         )
 
 
-@dataclass
-class Site(SimulatedSite):
-    """A simulated site that can also encrypt an update of its own."""
-
-    def encrypt(self, values: np.ndarray, weight: float) -> bytes:
-        """A real encrypted update of ``values`` with weight ``weight``."""
-        assert self.key_set is not None
-        return b"".join(
-            encrypt_update(
-                self.key_set, values, weight=weight, mask_digest=MASK, contributor=self.client_id
-            )
-        )
-
-
 def _ok(r: httpx.Response, *status: int) -> Any:
     assert r.status_code in (status or (200,)), f"{r.status_code}: {r.text[:500]}"
     return r.json()
@@ -139,16 +124,11 @@ class Federation:
         fed = cls(created["id"], created["enrollment_token"])
         with httpx.Client(base_url=server.url, timeout=60) as anon:
             for i, n in enumerate(samples):
-                private, public = generate_identity_keypair()
-                site = Site(f"site-{i}", n, private, public)
+                site = Site(f"site-{i}", n)
                 reg = _ok(
                     anon.post(
                         fed.path("/clients"),
-                        json={
-                            "name": site.name,
-                            "public_key": base64.b64encode(public).decode(),
-                            "num_samples": n,
-                        },
+                        json=site.registration(),
                         headers={"X-Enrollment-Token": fed.enrollment_token},
                     ),
                     201,
@@ -171,25 +151,14 @@ class Federation:
         dealer.key_set = create_secret_context("lean")
         with dealer.http(server.url) as c:
             _ok(c.put(self.path("/keys/context"), content=dealer.key_set.public_bytes()), 201)
-            for site in self.sites[1:]:
-                envelope = seal_envelope(
-                    dealer.key_set.secret_bytes(),
-                    recipient_public_key=site.public_key,
-                    federation_id=self.id,
-                    recipient_id=site.client_id,
-                )
-                _ok(c.put(self.path(f"/keys/envelopes/{site.client_id}"), content=envelope), 201)
+            envelopes = signed_envelopes(dealer, dealer.key_set, self.id, self.sites)
+            for client_id, envelope in envelopes.items():
+                _ok(c.put(self.path(f"/keys/envelopes/{client_id}"), content=envelope), 201)
         for site in self.sites[1:]:
             with site.http(server.url) as c:
                 r = c.get(self.path("/keys/envelope"))
                 assert r.status_code == 200, r.text
-            secret = open_envelope(
-                r.content,
-                recipient_private_key=site.private_key,
-                federation_id=self.id,
-                recipient_id=site.client_id,
-            )
-            site.key_set = SecretContext.from_secret_bytes(secret)
+            site.key_set = open_own_envelope(site, r.content, self.id, dealer)
 
     def round(self, server: LiveServer, index: int | str = "current") -> dict[str, Any]:
         """A round's status as the admin sees it."""
@@ -198,8 +167,33 @@ class Federation:
         return body
 
     def weight(self, server: LiveServer, site: Site, index: int) -> float:
-        """``num_samples / total_samples`` of the round."""
-        return site.num_samples / int(self.round(server, index)["total_samples"])
+        """The site's weight in the round's current attempt."""
+        return float(self.round(server, index)["weights"][site.client_id])
+
+    def encrypt(
+        self,
+        server: LiveServer,
+        site: Site,
+        values: np.ndarray,
+        index: int | str = "current",
+        *,
+        weight: float | None = None,
+        status: dict[str, Any] | None = None,
+    ) -> bytes:
+        """The site's encrypted update for the round's current attempt (its own weight unless
+        ``weight`` is given; ``status``: the round as already fetched)."""
+        assert site.key_set is not None
+        status = status or self.round(server, index)
+        return encrypt_for(
+            site.key_set,
+            site,
+            values,
+            float(status["weights"][site.client_id]) if weight is None else weight,
+            status=status,
+            federation_id=self.id,
+            members=self.sites,
+            mask_digest=MASK,
+        )
 
     def upload(
         self, server: LiveServer, site: Site, index: int, body: bytes | Iterator[bytes]
@@ -236,8 +230,3 @@ class Federation:
             assert r.status_code == 200, r.read()
             header, total = decrypt_sum(site.key_set, r.iter_bytes())
         return set(header.contributors), total / header.weight
-
-
-def expected_average(values: list[np.ndarray], weights: list[float]) -> np.ndarray:
-    """The independent answer: ``np.average`` in float64."""
-    return np.average(np.stack([v.astype(np.float64) for v in values]), axis=0, weights=weights)

@@ -22,6 +22,7 @@ from fedsparsify.crypto import encrypt_update
 from fedsparsify.platform.models import build_model, count_trainable
 from fedsparsify.platform.spec import ModelSpec
 from tests.reliability.live import MASK, Federation, LiveServer, expected_average
+from tests.sites import binding_of
 
 __all__ = ["BRAINAGE", "LoadResult", "brainage_size", "run_load"]
 
@@ -90,19 +91,27 @@ class LoadResult:
         return out
 
 
-def _bodies(fed: Federation, n_values: int, distinct: int) -> tuple[list[bytes], np.ndarray]:
+def _bodies(
+    fed: Federation, server: LiveServer, n_values: int, distinct: int
+) -> tuple[list[bytes], np.ndarray]:
     """One upload body per site, and the expected average."""
     dealer = fed.sites[0]
     assert dealer.key_set is not None
     rng = np.random.default_rng(42)
     weight = 1.0 / len(fed.sites)
+    binding = binding_of(fed.round(server, 0), fed.id)
     heads: list[bytes] = []
     frames: list[bytes] = []
     vectors: list[np.ndarray] = []
     for _ in range(distinct):
         v = rng.normal(0, 0.05, n_values).astype(np.float32)
         stream = encrypt_update(
-            dealer.key_set, v, weight=weight, mask_digest=MASK, contributor=dealer.client_id
+            dealer.key_set,
+            v,
+            weight=weight,
+            mask_digest=MASK,
+            contributor=dealer.client_id,
+            binding=binding,
         )
         heads.append(next(stream))
         frames.append(b"".join(stream))
@@ -128,8 +137,12 @@ def run_load(
     server: LiveServer, *, clients: int = 32, n_values: int, distinct: int = 8
 ) -> LoadResult:
     """``clients`` sites upload to one round at once; returns statuses, memory and error."""
-    fed = Federation.create(server, [100] * clients, rounds=1, round_timeout_s=3600)
-    bodies, want = _bodies(fed, n_values, distinct)
+    # Unmasked: the server's work per upload is the same with or without pairwise masks, and
+    # without them one encrypted update can be reused by several sites (only the header differs).
+    fed = Federation.create(
+        server, [100] * clients, rounds=1, round_timeout_s=3600, pairwise_masks=False
+    )
+    bodies, want = _bodies(fed, server, n_values, distinct)
     done: list[float] = []
     with RssSampler(server.pid) as rss:
         time.sleep(0.5)  # baseline

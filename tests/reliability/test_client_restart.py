@@ -14,7 +14,7 @@ import httpx
 import pytest
 import torch
 
-from fedsparsify.clients.launcher import start_aggregator, start_site
+from fedsparsify.clients.launcher import confirm_peers, start_aggregator, start_site
 from fedsparsify.clients.state import StateDir
 from fedsparsify.platform.data import make_digits_federation, save_site
 from fedsparsify.platform.rounds import Site
@@ -52,6 +52,9 @@ def test_site_killed_and_restarted_resumes_from_its_state_dir(
         created = admin.post("/v1/federations", json=spec.model_dump(mode="json")).json()
         fid = created["id"]
 
+        names = [s.name for s in data.sites]
+        peers = confirm_peers({n: tmp_path / "state" / n for n in names}, tmp_path / "peers.txt")
+
         def launch(name: str) -> object:
             return start_site(
                 server=server.url,
@@ -60,9 +63,9 @@ def test_site_killed_and_restarted_resumes_from_its_state_dir(
                 state_dir=tmp_path / "state" / name,
                 name=name,
                 log_dir=tmp_path / "logs",
+                peers=peers,
             )
 
-        names = [s.name for s in data.sites]
         procs = {name: launch(name) for name in names}
         victim = names[1]
         try:

@@ -105,14 +105,11 @@ def run_federation(
     (round 0), while it adds the last upload into the sum (round 1), and between rounds 1 and 2.
     Returns each round's decrypted average (as the dealer sees it) and the faults' outcomes."""
     fed = Federation.create(server, SAMPLES, rounds=ROUNDS)
-    total = sum(SAMPLES)
     injected: list[dict[str, object]] = []
     averages = []
     for index in range(ROUNDS):
         values = round_values(index)
-        bodies = [
-            s.encrypt(v, s.num_samples / total) for s, v in zip(fed.sites, values, strict=True)
-        ]
+        bodies = [fed.encrypt(server, s, v, index) for s, v in zip(fed.sites, values, strict=True)]
         if not faults:
             for site, body in zip(fed.sites, bodies, strict=True):
                 assert fed.upload(server, site, index, body).status_code == 201
@@ -218,19 +215,41 @@ def test_aggregator_kill9_during_upload_aggregation_and_between_rounds(
 
 @pytest.mark.e2e
 def test_one_of_five_clients_vanishes(server: LiveServer, record: Recorder) -> None:
+    """Pairwise masks: the vanished site's masks do not cancel, so at the deadline the round
+    restarts as attempt 1 with the four that uploaded (new participant set, weights and masks);
+    they upload again and the result is their exact weighted average."""
     samples = (50, 60, 70, 80, 90)
     fed = Federation.create(
         server, samples, rounds=1, quorum=4, round_timeout_s=4, auto_advance=False
     )
     values = vectors(5, n=4000, seed=9)
     for site, v in zip(fed.sites[:4], values[:4], strict=True):
-        r = fed.upload(server, site, 0, site.encrypt(v, site.num_samples / sum(samples)))
+        r = fed.upload(server, site, 0, fed.encrypt(server, site, v, 0))
         assert r.status_code == 201, r.text
     # site-4 vanished: it never uploads. Before the deadline the round waits for it.
-    assert fed.round(server, 0)["state"] == "collecting"
+    first = fed.round(server, 0)
+    assert first["state"] == "collecting" and first["attempt"] == 0
+    stop = time.monotonic() + 30
+    while (second := fed.round(server, 0))["attempt"] == 0:
+        assert time.monotonic() < stop
+        time.sleep(0.1)
+    survivors = [s.client_id for s in fed.sites[:4]]
+    assert second["attempt"] == 1 and second["state"] == "open"
+    assert sorted(second["participants"]) == sorted(survivors)
+    assert second["participants_digest"] != first["participants_digest"]
+    assert second["uploads"]["values"] == []
+    # A replay of an attempt-0 upload into attempt 1 is refused: its masks would not cancel.
+    replay = fed.encrypt(server, fed.sites[0], values[0], 0, status=first)
+    r = fed.upload(server, fed.sites[0], 0, replay)
+    assert (r.status_code, r.json()["error"]) == (409, "round_mismatch")
+    for site, v in zip(fed.sites[:4], values[:4], strict=True):
+        r = fed.upload(server, site, 0, fed.encrypt(server, site, v, 0))
+        assert r.status_code == 201, r.text
     rnd = fed.wait_state(server, 0, ("closed", "failed"), timeout_s=30)
-    assert rnd["state"] == "closed" and rnd["contributors"] == [s.client_id for s in fed.sites[:4]]
-    want = expected_average(values[:4], list(samples[:4]))
+    assert rnd["state"] == "closed" and sorted(rnd["contributors"]) == sorted(survivors)
+    weights = [second["weights"][c] for c in survivors]
+    assert weights == pytest.approx([n / sum(samples[:4]) for n in samples[:4]])
+    want = expected_average(values[:4], weights)
     errors = []
     for site in fed.sites:  # the vanished site, back later, can read the result too
         contributors, avg = fed.decrypted_average(server, site, 0)
@@ -238,8 +257,8 @@ def test_one_of_five_clients_vanishes(server: LiveServer, record: Recorder) -> N
         np.testing.assert_allclose(avg, want, atol=ATOL, rtol=0)
         errors.append(float(np.abs(avg - want).max()))
     late = fed.sites[4]
-    r = fed.upload(server, late, 0, late.encrypt(values[4], late.num_samples / sum(samples)))
-    assert (r.status_code, r.json()["error"]) == (409, "round_closed")
+    r = fed.upload(server, late, 0, fed.encrypt(server, late, values[4], 0, status=first))
+    assert (r.status_code, r.json()["error"]) == (403, "forbidden")  # not in attempt 1
     record(
         "faults",
         injected=[

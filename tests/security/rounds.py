@@ -1,14 +1,14 @@
 """One encrypted round driven by the product's REST client (:class:`AggregatorClient`).
 
-Three sites register X25519 identities; the dealer creates the CKKS key set, uploads its public
-part and seals the secret context for the others; each site opens its own envelope, encrypts its
-update, streams it up, downloads the encrypted sum and decrypts it. Everything a security test
+Three sites register their identities; the dealer creates the CKKS key set, uploads its public
+part and seals and signs the secret context for the others; each site opens its own envelope
+after checking the signature, masks and encrypts its update, streams it up, downloads the
+encrypted sum and decrypts it. Everything a security test
 needs to look for afterwards (tokens, private keys, secret-key bytes) is kept.
 """
 
 from __future__ import annotations
 
-import base64
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,16 +17,8 @@ from typing import Any
 import numpy as np
 
 from fedsparsify.clients.rest import AggregatorClient
-from fedsparsify.crypto import (
-    SecretContext,
-    create_secret_context,
-    decrypt_sum,
-    encrypt_update,
-    generate_identity_keypair,
-    open_envelope,
-    seal_envelope,
-)
-from tests.sites import Site
+from fedsparsify.crypto import create_secret_context, decrypt_sum
+from tests.sites import Site, encrypt_for, open_own_envelope, signed_envelopes
 
 #: The crypto layer's documented absolute precision for a small weighted sum (lean preset).
 ATOL = 1e-6
@@ -52,13 +44,15 @@ class RoundResult:
     values: dict[str, np.ndarray]
     averages: dict[str, np.ndarray] = field(default_factory=dict)
 
+    weights: dict[str, float] = field(default_factory=dict)
+
     @property
     def expected(self) -> np.ndarray:
         """The plaintext weighted average, computed independently."""
         return np.average(
             np.stack([self.values[s.name] for s in self.sites]),
             axis=0,
-            weights=[s.num_samples for s in self.sites],
+            weights=[self.weights[s.client_id] for s in self.sites],
         )
 
     def site(self, name: str) -> RoundSite:
@@ -87,10 +81,13 @@ def enrol(admin: AggregatorClient, anonymous: AggregatorClient) -> tuple[str, st
     fid, enrolment = str(created["id"]), str(created["enrollment_token"])
     sites = []
     for name, n in SAMPLES.items():
-        private, public = generate_identity_keypair()
-        site = RoundSite(name, n, private, public)
+        site = RoundSite(name, n)
         reg = anonymous.register(
-            fid, enrollment_token=enrolment, name=name, public_key=public, num_samples=n
+            fid,
+            enrollment_token=enrolment,
+            name=name,
+            identity=site.identity.public(),
+            num_samples=n,
         )
         site.client_id, site.token, site.is_dealer = reg.client_id, reg.token, reg.is_dealer
         site.api = anonymous.with_token(reg.token)
@@ -99,27 +96,13 @@ def enrol(admin: AggregatorClient, anonymous: AggregatorClient) -> tuple[str, st
     assert dealer.is_dealer and dealer.api is not None
     dealer.key_set = create_secret_context("lean")
     dealer.api.put_context(fid, dealer.key_set.public_bytes())
-    for member in dealer.api.list_clients(fid):
-        if member["is_dealer"]:
-            continue
-        envelope = seal_envelope(
-            dealer.key_set.secret_bytes(),
-            recipient_public_key=base64.b64decode(member["public_key"]),
-            federation_id=fid,
-            recipient_id=member["id"],
-        )
-        dealer.api.put_envelope(fid, member["id"], envelope)
+    for client_id, envelope in signed_envelopes(dealer, dealer.key_set, fid, sites).items():
+        dealer.api.put_envelope(fid, client_id, envelope)
     for site in sites[1:]:
         assert site.api is not None
         envelope = site.api.get_envelope(fid)
         assert envelope is not None
-        secret = open_envelope(
-            envelope,
-            recipient_private_key=site.private_key,
-            federation_id=fid,
-            recipient_id=site.client_id,
-        )
-        site.key_set = SecretContext.from_secret_bytes(secret)
+        site.key_set = open_own_envelope(site, envelope, fid, dealer)
         assert site.key_set.digest == dealer.key_set.digest
     return fid, enrolment, sites
 
@@ -136,19 +119,30 @@ def run_round(admin: AggregatorClient, anonymous: AggregatorClient, work: Path) 
         enrolment,
         sites,
         {s.name: rng.normal(0, 0.05, N_VALUES).astype(np.float32) for s in sites},
+        weights=dict(status.weights),
     )
+    round_json = {
+        "index": 0,
+        "attempt": status.attempt,
+        "participants": list(status.participants),
+        "participants_digest": status.participants_digest,
+        "pairwise_masks": True,
+    }
     for site in sites:
         assert site.api is not None and site.key_set is not None
         body = work / f"{site.name}-update.bin"
-        with body.open("wb") as out:
-            for chunk in encrypt_update(
+        body.write_bytes(
+            encrypt_for(
                 site.key_set,
+                site,
                 result.values[site.name],
-                weight=site.num_samples / status.total_samples,
+                status.weights[site.client_id],
+                status=round_json,
+                federation_id=fid,
+                members=sites,
                 mask_digest=MASK,
-                contributor=site.client_id,
-            ):
-                out.write(chunk)
+            )
+        )
         answer = site.api.upload(fid, 0, "values", body)
         assert answer["accepted"] and answer["n_values"] == N_VALUES
     stop = time.monotonic() + 30

@@ -28,9 +28,10 @@ import pytest
 
 from fedsparsify.api.services.round_store import sum_key
 from fedsparsify.clients.launcher import AggregatorProcess, start_aggregator
-from fedsparsify.crypto import SecretContext, create_secret_context, decrypt_sum
+from fedsparsify.crypto import SecretContext, SiteIdentity, create_secret_context, decrypt_sum
 from tests.api.conftest import ADMIN, ADMIN_TOKEN, Fed, Harness, Member, bearer, vectors
 from tests.api.test_uploads import with_header
+from tests.sites import registration
 
 pytestmark = pytest.mark.e2e
 
@@ -89,10 +90,16 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
     ):
         h = Harness(http, None, create_secret_context("lean"))  # type: ignore[arg-type]
         values = vectors(3, seed=21)
-        late = h.federation(samples=(10, 20, 30), auto_advance=False, round_timeout_s=1.5)
+        late = h.federation(
+            samples=(10, 20, 30), auto_advance=False, round_timeout_s=1.5, pairwise_masks=False
+        )
         for m, v in zip(late.members[:2], values[:2], strict=True):
             assert h.upload(late, 0, m, h.encrypt(m, v, m.num_samples / 60)).status_code == 201
-        fed = h.federation(samples=(10, 20, 30), auto_advance=False)
+        fed = h.federation(
+            samples=(10, 20, 30),
+            auto_advance=False,
+            enrollment={"max_uses": 100, "late_joiners": True},
+        )
         bodies = [
             h.encrypt(m, v, m.num_samples / 60) for m, v in zip(fed.members, values, strict=True)
         ]
@@ -177,9 +184,16 @@ def member_of(fed: str, index: int) -> Callable[[Scene], dict[str, str]]:
     return lambda s: getattr(s, fed).members[index].auth
 
 
-def public_key_json(key: str) -> Callable[[Scene], dict[str, Any]]:
-    """A registration body with ``key`` as its public key."""
-    return lambda s: {"name": "mallory", "public_key": key, "num_samples": 3}
+_VALID = registration("mallory", 3, SiteIdentity.generate())
+_ZERO_KEY = "A" * 43 + "="
+
+
+def public_key_json(key: str | None = None, **fields: Any) -> Callable[[Scene], dict[str, Any]]:
+    """A registration body (valid keys) with ``key`` as its envelope key and ``fields`` set."""
+    body = {**_VALID, **fields}
+    if key is not None:
+        body["public_key"] = key
+    return lambda s: dict(body)
 
 
 def enrolment(fed: str) -> Callable[[Scene], dict[str, str]]:
@@ -648,23 +662,53 @@ CASES: dict[str, tuple[Send, int, str]] = {
             "POST",
             lambda s: s.fed.path("/clients"),
             headers={"X-Enrollment-Token": "fse_wrong"},
-            json=public_key_json("A" * 43 + "="),
+            json=public_key_json(),
         ),
         401,
         "unauthorized",
+    ),
+    "register: all-zero envelope key": (
+        request(
+            "POST",
+            lambda s: s.fed.path("/clients"),
+            headers=enrolment("fed"),
+            json=public_key_json(_ZERO_KEY),
+        ),
+        422,
+        "invalid_config",
+    ),
+    "register: all-zero mask key": (
+        request(
+            "POST",
+            lambda s: s.fed.path("/clients"),
+            headers=enrolment("fed"),
+            json=public_key_json(mask_key=_ZERO_KEY),
+        ),
+        422,
+        "invalid_config",
+    ),
+    "register: no signing key (release 0.1 body)": (
+        request(
+            "POST",
+            lambda s: s.fed.path("/clients"),
+            headers=enrolment("fed"),
+            json=lambda s: {k: v for k, v in _VALID.items() if k != "signing_key"},
+        ),
+        422,
+        "invalid_config",
     ),
     "register: another federation's enrolment token": (
         request(
             "POST",
             lambda s: s.fed.path("/clients"),
             headers=enrolment("late"),
-            json=public_key_json("A" * 43 + "="),
+            json=public_key_json(),
         ),
         401,
         "unauthorized",
     ),
     "register: missing enrolment token": (
-        request("POST", lambda s: s.fed.path("/clients"), json=public_key_json("A" * 43 + "=")),
+        request("POST", lambda s: s.fed.path("/clients"), json=public_key_json()),
         401,
         "unauthorized",
     ),
@@ -673,7 +717,7 @@ CASES: dict[str, tuple[Send, int, str]] = {
             "POST",
             lambda s: s.fed.path("/clients"),
             headers=enrolment("fed"),
-            json={"name": "site-1", "public_key": "A" * 43 + "=", "num_samples": 3},
+            json=public_key_json(name="site-1"),
         ),
         409,
         "conflict",

@@ -30,12 +30,13 @@ import tenseal as ts
 
 from fedsparsify.clients.launcher import AggregatorProcess
 from fedsparsify.clients.rest import AggregatorClient
-from fedsparsify.crypto import PublicContext, generate_identity_keypair, open_envelope
+from fedsparsify.crypto import PublicContext, SiteIdentity, open_envelope
 from fedsparsify.errors import EnvelopeError, SecretKeyRequiredError
 from tests.security.conftest import ADMIN_TOKEN
 from tests.security.pki import Pki
 from tests.security.rounds import ATOL, RoundResult, run_round
 from tests.security.storage import KEY_BYTES, Storage, key_candidates, read_storage, text_forms
+from tests.sites import Site
 
 pytestmark = pytest.mark.e2e
 
@@ -129,26 +130,31 @@ def test_no_stored_context_can_decrypt(scene: Scene) -> None:
     assert contexts == 1  # the federation's public context, and nothing else loads as one
 
 
+def _open(
+    envelope: bytes, key: bytes, federation_id: str, recipient_id: str, dealer: Site
+) -> bytes:
+    secret, _digest = open_envelope(
+        envelope,
+        recipient_private_key=key,
+        federation_id=federation_id,
+        recipient_id=recipient_id,
+        dealer_signing_key=dealer.identity.public().signing_key,
+    )
+    return secret
+
+
 def _no_envelope_opens(scene: Scene, candidates: set[bytes]) -> None:
     fid = scene.result.federation_id
     by_id = {s.client_id: s for s in scene.result.sites}
+    dealer = scene.result.sites[0]
     for client_id, envelope in scene.envelopes.items():
         owner = by_id[client_id]
         assert owner.private_key not in candidates
-        assert open_envelope(  # the control: its recipient opens it
-            envelope,
-            recipient_private_key=owner.private_key,
-            federation_id=fid,
-            recipient_id=client_id,
-        )
+        # the control: its recipient opens it
+        assert _open(envelope, owner.private_key, fid, client_id, dealer)
         for candidate in candidates:
             with pytest.raises(EnvelopeError):
-                open_envelope(
-                    envelope,
-                    recipient_private_key=candidate,
-                    federation_id=fid,
-                    recipient_id=client_id,
-                )
+                _open(envelope, candidate, fid, client_id, dealer)
 
 
 def test_no_envelope_opens_with_anything_the_server_holds(scene: Scene) -> None:
@@ -204,9 +210,7 @@ def test_envelopes_are_bound_to_federation_and_recipient(scene: Scene) -> None:
     fid = scene.result.federation_id
     _dealer, b, c = scene.result.sites
     envelope = scene.envelopes[b.client_id]
-    opened = open_envelope(
-        envelope, recipient_private_key=b.private_key, federation_id=fid, recipient_id=b.client_id
-    )
+    opened = _open(envelope, b.private_key, fid, b.client_id, _dealer)
     assert opened.startswith(b"FSSC")
     moved = {
         "another recipient id": (b.private_key, fid, c.client_id),
@@ -214,13 +218,8 @@ def test_envelopes_are_bound_to_federation_and_recipient(scene: Scene) -> None:
         "another recipient": (c.private_key, fid, c.client_id),
     }
     for key, federation_id, recipient_id in moved.values():
-        with pytest.raises(EnvelopeError, match="does not open"):
-            open_envelope(
-                envelope,
-                recipient_private_key=key,
-                federation_id=federation_id,
-                recipient_id=recipient_id,
-            )
+        with pytest.raises(EnvelopeError):
+            _open(envelope, key, federation_id, recipient_id, _dealer)
 
 
 def test_an_envelope_replayed_through_the_server_does_not_open(scene: Scene, pki: Pki) -> None:
@@ -241,33 +240,22 @@ def test_an_envelope_replayed_through_the_server_does_not_open(scene: Scene, pki
         replayed = c_api.get_envelope(fid)
         assert replayed == envelope
         with pytest.raises(EnvelopeError):
-            open_envelope(
-                replayed,
-                recipient_private_key=c.private_key,
-                federation_id=fid,
-                recipient_id=c.client_id,
-            )
+            _open(replayed, c.private_key, fid, c.client_id, dealer)
         # b joins a second federation with the same X25519 identity.
         with server.admin() as admin:
             other = admin.create_federation({"name": "replay", "min_clients": 2, "quorum": 2})
-        other_dealer_key = generate_identity_keypair()[1]
         regs = [
             anonymous.register(
                 other["id"],
                 enrollment_token=other["enrollment_token"],
                 name=name,
-                public_key=key,
+                identity=identity.public(),
                 num_samples=10,
             )
-            for name, key in (("dealer", other_dealer_key), ("b-again", b.public_key))
+            for name, identity in (("dealer", SiteIdentity.generate()), ("b-again", b.identity))
         ]
         as_(regs[0].token).put_envelope(other["id"], regs[1].client_id, envelope)
         again = as_(regs[1].token).get_envelope(other["id"])
         assert again == envelope
         with pytest.raises(EnvelopeError):
-            open_envelope(
-                again,
-                recipient_private_key=b.private_key,
-                federation_id=other["id"],
-                recipient_id=regs[1].client_id,
-            )
+            _open(again, b.private_key, other["id"], regs[1].client_id, dealer)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fedsparsify.clients.launcher import AggregatorProcess, start_site
+from fedsparsify.clients.launcher import AggregatorProcess, confirm_peers, start_site
 from fedsparsify.platform.data import make_digits_federation, save_site
 from fedsparsify.platform.spec import FederationSpec, ModelSpec, TrainingSpec
 from tests.security.pki import Pki
@@ -40,6 +40,9 @@ def test_site_processes_run_a_round_over_https(
     with tls_server.admin() as admin:
         created = admin.create_federation(_spec().model_dump(mode="json"))
         fid, join = created["id"], f"{created['id']}:{created['enrollment_token']}"
+        peers = confirm_peers(
+            {s.name: tmp_path / "state" / s.name for s in data.sites}, tmp_path / "peers.txt"
+        )
         sites = []
         for site in data.sites:
             save_site(site, tmp_path / "data" / site.name)
@@ -52,6 +55,7 @@ def test_site_processes_run_a_round_over_https(
                     name=site.name,
                     log_dir=tmp_path / "logs",
                     ca=pki.ca,
+                    peers=peers,
                 )
             )
         try:

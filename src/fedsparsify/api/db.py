@@ -93,6 +93,12 @@ class FederationRow(Base):
     context_bytes: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[float] = mapped_column(Float, default=now)
     finished_at: Mapped[float | None] = mapped_column(Float, default=None)
+    #: Join-code policy: when it expires, how many registrations it allows and has allowed,
+    #: and when it was revoked (NULL in rows of release 0.1: no limits, never revoked).
+    enrollment_expires_at: Mapped[float | None] = mapped_column(Float, default=None)
+    enrollment_max_uses: Mapped[int | None] = mapped_column(Integer, default=None)
+    enrollment_uses: Mapped[int | None] = mapped_column(Integer, default=0)
+    enrollment_revoked_at: Mapped[float | None] = mapped_column(Float, default=None)
 
 
 class ClientRow(Base):
@@ -116,6 +122,11 @@ class ClientRow(Base):
     #: Last request authenticated with this client's token (registration counts); written at
     #: most about once a second per client. NULL in rows from before the column existed.
     last_seen_at: Mapped[float | None] = mapped_column(Float, default=None)
+    #: Ed25519 signing key and X25519 mask key (NULL for members registered by release 0.1).
+    signing_key: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    mask_key: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    #: Set when the admin removed the member: its token no longer works, it is in no new round.
+    removed_at: Mapped[float | None] = mapped_column(Float, default=None)
 
 
 class RoundRow(Base):
@@ -144,6 +155,11 @@ class RoundRow(Base):
     aggregation_s: Mapped[float] = mapped_column(Float, default=0.0)
     contributors: Mapped[list[str] | None] = mapped_column(JSON, default=None)
     aggregate_bytes: Mapped[dict[str, int] | None] = mapped_column(JSON, default=None)
+    #: Attempt of the round (a restart with the sites that uploaded when one missed the
+    #: deadline), the digest of its participant set, and each participant's weight.
+    attempt: Mapped[int | None] = mapped_column(Integer, default=0)
+    participants_digest: Mapped[str | None] = mapped_column(String(64), default=None)
+    weights: Mapped[dict[str, float] | None] = mapped_column(JSON, default=None)
 
 
 class UploadRow(Base):
@@ -176,7 +192,19 @@ class RoundMetricRow(Base):
 
 
 #: Columns added to existing tables after they first shipped: ``(table, column)``, nullable.
-ADDED_COLUMNS: tuple[tuple[str, str], ...] = (("clients", "last_seen_at"),)
+ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("clients", "last_seen_at"),
+    ("clients", "signing_key"),
+    ("clients", "mask_key"),
+    ("clients", "removed_at"),
+    ("rounds", "attempt"),
+    ("rounds", "participants_digest"),
+    ("rounds", "weights"),
+    ("federations", "enrollment_expires_at"),
+    ("federations", "enrollment_max_uses"),
+    ("federations", "enrollment_uses"),
+    ("federations", "enrollment_revoked_at"),
+)
 
 
 def add_missing_columns(engine: Engine) -> list[str]:

@@ -23,6 +23,11 @@ class ServerMetrics:
             "Rounds failed (deadline passed without a quorum).",
             registry=self.registry,
         )
+        self.rounds_retried = Counter(
+            "fedsparsify_rounds_retried",
+            "Round attempts restarted because a participant missed the deadline (pairwise masks).",
+            registry=self.registry,
+        )
         self.uploads_accepted = Counter(
             "fedsparsify_uploads_accepted",
             "Update uploads accepted, by channel.",

@@ -13,15 +13,19 @@ import math
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from fedsparsify.platform.spec import FederationSpec
+from fedsparsify.crypto import check_ed25519_public, check_x25519_public
+from fedsparsify.errors import CryptoError
+from fedsparsify.platform.spec import MAX_ROUND_TIMEOUT_S, FederationSpec
 
 __all__ = [
     "ClientOut",
     "ClientRegistered",
     "ClientRegistration",
     "ContextStored",
+    "EnrollmentOut",
+    "EnrollmentRotation",
     "EnvelopeStored",
     "ErrorBody",
     "FederationCreated",
@@ -30,6 +34,7 @@ __all__ = [
     "FederationSummary",
     "Health",
     "KeyStatus",
+    "MemberRemoved",
     "MetricsReport",
     "MetricsStored",
     "ParticipantOut",
@@ -65,27 +70,62 @@ class _Out(BaseModel):
 # -- inputs --------------------------------------------------------------------------------
 
 
+def _key(value: str, what: str) -> bytes:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"{what} is not base64") from exc
+    if len(raw) != X25519_KEY_BYTES:
+        raise ValueError(f"{what} must be {X25519_KEY_BYTES} raw bytes, got {len(raw)}")
+    return raw
+
+
 class ClientRegistration(_In):
-    """Body of ``POST /v1/federations/{fid}/clients``."""
+    """Body of ``POST /v1/federations/{fid}/clients``: a site's name, its three public keys
+    (checked: an all-zero or low-order X25519 point is refused) and its sample count."""
 
     name: str = Field(..., min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._@-]*$")
-    public_key: str = Field(..., description="X25519 public key, 32 raw bytes, base64")
+    public_key: str = Field(..., description="X25519 envelope key, 32 raw bytes, base64")
+    signing_key: str = Field(..., description="Ed25519 signing key, 32 raw bytes, base64")
+    mask_key: str = Field(..., description="X25519 mask key, 32 raw bytes, base64")
     num_samples: int = Field(..., ge=1, le=2**40, description="local training samples")
 
-    @field_validator("public_key")
+    @field_validator("public_key", "mask_key")
     @classmethod
-    def _x25519(cls, value: str) -> str:
+    def _x25519(cls, value: str, info: ValidationInfo) -> str:
         try:
-            raw = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ValueError("public_key is not base64") from exc
-        if len(raw) != X25519_KEY_BYTES:
-            raise ValueError(f"public_key must be {X25519_KEY_BYTES} raw bytes, got {len(raw)}")
+            check_x25519_public(_key(value, str(info.field_name)), str(info.field_name))
+        except CryptoError as exc:
+            raise ValueError(str(exc)) from exc
         return value
 
-    def public_key_bytes(self) -> bytes:
-        """The decoded X25519 key."""
-        return base64.b64decode(self.public_key)
+    @field_validator("signing_key")
+    @classmethod
+    def _ed25519(cls, value: str) -> str:
+        try:
+            check_ed25519_public(_key(value, "signing_key"), "signing_key")
+        except CryptoError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+    def key_bytes(self) -> tuple[bytes, bytes, bytes]:
+        """The decoded ``(signing, envelope, mask)`` keys."""
+        return (
+            base64.b64decode(self.signing_key),
+            base64.b64decode(self.public_key),
+            base64.b64decode(self.mask_key),
+        )
+
+
+class EnrollmentRotation(_In):
+    """Body of ``POST /v1/federations/{fid}/enrollment``: the new join code's limits."""
+
+    max_uses: int | None = Field(
+        None, ge=1, le=100_000, description="registrations it allows (default: the spec's)"
+    )
+    expires_after_s: float | None = Field(
+        None, gt=0.0, le=MAX_ROUND_TIMEOUT_S, description="lifetime (default: the spec's)"
+    )
 
 
 class MetricsReport(_In):
@@ -128,9 +168,11 @@ class ParticipantOut(_Out):
 
     id: str
     name: str
+    fingerprint: str = Field(..., description="of its three public keys (as registered)")
     num_samples: int
     is_dealer: bool
     has_envelope: bool
+    removed: bool = Field(..., description="removed by the admin: in no new round")
     last_seen_at: str | None = Field(
         ..., description="last request made with its token, or its registration"
     )
@@ -155,6 +197,7 @@ class RoundHistory(_Out):
     """One round in the federation's history."""
 
     index: int
+    attempt: int
     state: RoundState
     reason: str | None
     participants: list[str]
@@ -202,6 +245,8 @@ class FederationCreated(FederationOut):
     """``POST /v1/federations``: the federation plus its enrolment token, shown only here."""
 
     enrollment_token: str
+    enrollment_expires_at: str | None
+    enrollment_max_uses: int
 
 
 class ClientRegistered(_Out):
@@ -219,11 +264,14 @@ class ClientOut(_Out):
 
     id: str
     name: str
-    public_key: str = Field(..., description="X25519, base64")
-    fingerprint: str
+    public_key: str = Field(..., description="X25519 envelope key, base64")
+    signing_key: str | None = Field(..., description="Ed25519, base64 (None: release 0.1)")
+    mask_key: str | None = Field(..., description="X25519 mask key, base64 (None: release 0.1)")
+    fingerprint: str = Field(..., description="computed by the aggregator: recompute it yourself")
     num_samples: int
     is_dealer: bool
     has_envelope: bool
+    removed: bool
 
 
 class ContextStored(_Out):
@@ -247,9 +295,17 @@ class RoundOut(_Out):
     """A round's status."""
 
     index: int
+    attempt: int = Field(..., description="restarts of the round after missed deadlines")
     state: RoundState
     reason: str | None
     participants: list[str]
+    participants_digest: str | None = Field(
+        ..., description="SHA-256 of the participants' ids and mask keys (binds uploads)"
+    )
+    weights: dict[str, float] = Field(
+        ..., description="each participant's weight for the values channel (sums to 1)"
+    )
+    pairwise_masks: bool
     total_samples: int = Field(
         ..., description="sum of the participants' num_samples: weight = num_samples / this"
     )
@@ -265,6 +321,23 @@ class RoundOut(_Out):
     aggregate_ready: bool
     opened_at: str | None
     closed_at: str | None
+
+
+class EnrollmentOut(_Out):
+    """A federation's join code after rotation: the token is shown only here."""
+
+    federation_id: str
+    enrollment_token: str
+    join_code: str = Field(..., description="FEDERATION_ID:TOKEN, for `client --enroll`")
+    expires_at: str | None
+    max_uses: int
+
+
+class MemberRemoved(_Out):
+    """``DELETE /v1/federations/{fid}/clients/{client_id}``."""
+
+    client_id: str
+    removed_at: str | None
 
 
 class UploadAccepted(_Out):

@@ -44,6 +44,7 @@ from fedsparsify.bench.workloads import brainage_spec, build_workload, vector_si
 from fedsparsify.clients.launcher import start_aggregator
 from fedsparsify.clients.rest import AggregatorClient
 from fedsparsify.errors import FedsparsifyError
+from fedsparsify.platform.spec import FederationSpec
 
 __all__ = [
     "MODE_PRESETS",
@@ -218,6 +219,7 @@ def measure_row(
         spec["model"] = brainage_spec(workload).model_dump(mode="json")
     created = admin.create_federation(spec)
     fid = str(created["id"])
+    parsed = FederationSpec.model_validate(created["spec"])
     pool.submit(
         [
             ClientJob(
@@ -231,6 +233,7 @@ def measure_row(
                 rounds=rounds,
                 n_clients=pool.size,
                 seed=seed,
+                spec=parsed,
             )
             for k in range(pool.size)
         ]

@@ -12,27 +12,25 @@ downloads it, decrypts it and writes the mean back into its model (``ParameterLa
 
 from __future__ import annotations
 
-import base64
 import logging
 import multiprocessing.queues
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fedsparsify.bench.workloads import Workload, build_workload
 from fedsparsify.clients.codec import UpdateCodec
+from fedsparsify.clients.keyring import KeyRing
 from fedsparsify.clients.rest import AggregatorClient, RoundStatus
-from fedsparsify.crypto import (
-    SecretContext,
-    create_secret_context,
-    generate_identity_keypair,
-    open_envelope,
-    seal_envelope,
-)
+from fedsparsify.clients.roster import Member, Roster
+from fedsparsify.clients.state import Credentials, StateDir
+from fedsparsify.crypto import PairwiseMasker, RoundBinding, SecretContext, create_secret_context
 from fedsparsify.errors import FedsparsifyError, NotFoundError
 from fedsparsify.platform.rounds import LocalUpdate
+from fedsparsify.platform.spec import FederationSpec
 
 __all__ = ["CLIENT_PHASES", "ClientJob", "client_main", "split_phases"]
 
@@ -41,6 +39,7 @@ log = logging.getLogger(__name__)
 #: Client phases in round order; their sum is the client's round time (waiting excluded).
 CLIENT_PHASES = (
     "mask_pack",
+    "pairwise_mask",
     "encrypt",
     "serialise",
     "upload",
@@ -68,6 +67,12 @@ class ClientJob:
     rounds: int
     n_clients: int
     seed: int
+    spec: FederationSpec
+
+    @property
+    def masks(self) -> bool:
+        """Whether the federation's uploads carry pairwise masks."""
+        return self.spec.pairwise_masks
 
 
 def split_phases(
@@ -84,8 +89,12 @@ def split_phases(
     enc, dec = encode.phases, decode.phases
     return {
         "mask_pack": select_s + enc.get("pack", 0.0),
+        "pairwise_mask": enc.get("mask", 0.0),
         "encrypt": enc.get("encrypt", 0.0),
-        "serialise": encode.seconds - enc.get("pack", 0.0) - enc.get("encrypt", 0.0),
+        "serialise": encode.seconds
+        - enc.get("pack", 0.0)
+        - enc.get("mask", 0.0)
+        - enc.get("encrypt", 0.0),
         "upload": upload_s,
         "download": download_s,
         "deserialise": dec.get("deserialise", 0.0),
@@ -115,51 +124,45 @@ def _round(api: AggregatorClient, fid: str, index: int) -> RoundStatus | None:
         return None
 
 
-def _key(
-    api: AggregatorClient, job: ClientJob, client_id: str, dealer: bool, private: bytes
-) -> SecretContext:
-    fid = job.federation_id
-    if dealer:
-        ctx = create_secret_context(job.preset)
-        api.put_context(fid, ctx.public_bytes())
+def _key(job: ClientJob, keys: KeyRing, roster: Callable[[], Roster]) -> SecretContext:
+    """The key set as a real site gets it (dealer: create, publish, seal for every member once
+    all registered; others: open the dealer's signed envelope after its checks)."""
+    context = keys.context(roster)
+    if keys.creds.is_dealer:
         members = _wait(
             "every site to register",
-            lambda: m if len(m := api.list_clients(fid)) >= job.n_clients else None,
+            lambda: r if len((r := roster()).members) >= job.n_clients else None,
         )
-        secret = ctx.secret_bytes()
-        for member in members:
-            if member["id"] != client_id:
-                envelope = seal_envelope(
-                    secret,
-                    recipient_public_key=base64.b64decode(member["public_key"]),
-                    federation_id=fid,
-                    recipient_id=member["id"],
-                )
-                api.put_envelope(fid, member["id"], envelope)
-        return ctx
-    envelope = _wait("the key envelope", lambda: api.get_envelope(fid))
-    secret = open_envelope(
-        envelope, recipient_private_key=private, federation_id=fid, recipient_id=client_id
-    )
-    return SecretContext.from_secret_bytes(secret)
+        keys.seal_pending(context, members)
+    return context
 
 
 def run_job(job: ClientJob, workload: Workload, scratch: Path, ready: Any) -> list[dict[str, Any]]:
     """Take part in every round of the job's federation; one record per round."""
     fid = job.federation_id
     layout = workload.layout(job.sparsity)
-    private, public = generate_identity_keypair()
+    state = StateDir(scratch / f"state-{fid}")
+    identity = state.identity()
     with AggregatorClient(job.url, timeout_s=600.0) as anon:
         reg = anon.register(
             fid,
             enrollment_token=job.enrollment_token,
             name=job.name,
-            public_key=public,
+            identity=identity.public(),
             num_samples=NUM_SAMPLES,
         )
+    creds = Credentials(job.url, fid, reg.client_id, reg.token, reg.is_dealer, job.name)
     records: list[dict[str, Any]] = []
     with AggregatorClient(job.url, token=reg.token, timeout_s=600.0) as api:
-        ctx = _key(api, job, reg.client_id, reg.is_dealer, private)
+
+        def roster() -> Roster:
+            members = [Member.from_json(m) for m in api.list_clients(fid)]
+            return Roster(members, own_id=reg.client_id, peers=None, trust_all=True)
+
+        keys = KeyRing(
+            api=api, state=state, identity=identity, creds=creds, preset=job.preset, poll_s=POLL_S
+        )
+        ctx = _key(job, keys, roster)
         codec = UpdateCodec(ctx, contributor=reg.client_id)
         ready.put(("ready", job.name))
         for index in range(job.rounds):
@@ -171,10 +174,29 @@ def run_job(job: ClientJob, workload: Workload, scratch: Path, ready: Any) -> li
                 mask_digest=layout.mask_digest,
             )
             select_s = time.perf_counter() - started
+            binding = RoundBinding(fid, index, status.attempt, status.participants_digest or "")
+            maskers = None
+            if job.masks:
+                mask_keys = roster().check_round(
+                    participants=status.participants,
+                    digest=status.participants_digest,
+                    weights=status.weights,
+                    spec=job.spec,
+                )
+                maskers = {
+                    "values": PairwiseMasker(
+                        own_id=reg.client_id,
+                        own_mask_private=identity.mask_private,
+                        mask_keys=mask_keys,
+                        binding=binding,
+                        channel="values",
+                    )
+                }
             files, encode = codec.encode(
                 update,
-                total_samples=status.total_samples,
-                n_participants=len(status.participants),
+                weights={"values": status.weights[reg.client_id]},
+                binding=binding,
+                maskers=maskers,
                 scratch=scratch,
             )
             started = time.perf_counter()

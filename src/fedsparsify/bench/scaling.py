@@ -21,10 +21,11 @@ from fedsparsify.bench.probes import RssSampler, read_counters
 from fedsparsify.bench.workloads import build_workload
 from fedsparsify.clients.rest import AggregatorClient, Registration
 from fedsparsify.crypto import (
+    RoundBinding,
     SecretContext,
+    SiteIdentity,
     create_secret_context,
     encrypt_update,
-    generate_identity_keypair,
     seal_envelope,
 )
 from fedsparsify.errors import FedsparsifyError
@@ -48,30 +49,37 @@ def _setup(
             "crypto_preset": preset,
             "round_timeout_s": 3600.0,
             "seed": seed,
+            # The server's cost of adding does not depend on masks; without them one encrypted
+            # update can be reused by several identities (only the header differs).
+            "pairwise_masks": False,
         }
     )
     fid, token = str(created["id"]), str(created["enrollment_token"])
-    members: list[tuple[Registration, bytes]] = []
+    members: list[tuple[Registration, SiteIdentity]] = []
     with admin.with_token("") as anon:
         for i in range(k):
-            _private, public = generate_identity_keypair()
+            identity = SiteIdentity.generate()
             reg = anon.register(
                 fid,
                 enrollment_token=token,
                 name=f"site-{i}",
-                public_key=public,
+                identity=identity.public(),
                 num_samples=NUM_SAMPLES,
             )
-            members.append((reg, public))
+            members.append((reg, identity))
     ctx = create_secret_context(preset)
-    with admin.with_token(members[0][0].token) as dealer:
+    dealer_reg, dealer_identity = members[0]
+    with admin.with_token(dealer_reg.token) as dealer:
         dealer.put_context(fid, ctx.public_bytes())
-        for reg, public in members[1:]:
+        for reg, identity in members[1:]:
             envelope = seal_envelope(
                 ctx.secret_bytes(),
-                recipient_public_key=public,
+                recipient_public_key=identity.public().envelope_key,
                 federation_id=fid,
                 recipient_id=reg.client_id,
+                dealer_id=dealer_reg.client_id,
+                key_set_digest=ctx.digest,
+                signer=dealer_identity,
             )
             dealer.put_envelope(fid, reg.client_id, envelope)
     return fid, ctx, [reg for reg, _ in members]
@@ -98,6 +106,7 @@ def measure_scaling(
         for k in counts:
             fid, ctx, members = _setup(admin, k, preset, seed)
             status = admin.start_round(fid)
+            binding = RoundBinding(fid, 0, status.attempt, status.participants_digest or "")
             paths: list[tuple[Registration, Path]] = []
             for reg in members:
                 path = Path(tmp) / f"{reg.client_id}.bin"
@@ -105,9 +114,10 @@ def measure_scaling(
                     for chunk in encrypt_update(
                         ctx,
                         values,
-                        weight=NUM_SAMPLES / status.total_samples,
+                        weight=status.weights[reg.client_id],
                         mask_digest=layout.mask_digest,
                         contributor=reg.client_id,
+                        binding=binding,
                     ):
                         out.write(chunk)
                 paths.append((reg, path))

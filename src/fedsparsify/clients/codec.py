@@ -1,41 +1,49 @@
 """Secure aggregation as middleware around the platform's round.
 
 Training produces a :class:`~fedsparsify.platform.rounds.LocalUpdate` and consumes a
-:class:`~fedsparsify.platform.rounds.GlobalUpdate`; this module turns the first into encrypted
-update files (one per channel) and decrypted aggregate files back into the second. Training
-never sees a ciphertext, and nothing here knows about HTTP.
+:class:`~fedsparsify.platform.rounds.GlobalUpdate`; this module turns the first into encrypted,
+pairwise-masked update files (one per channel) and decrypted aggregate files back into the
+second. Training never sees a ciphertext, and nothing here knows about HTTP.
 
-Weights: the values channel is encrypted with weight ``num_samples / total_samples`` of the
-round's participants, so weights sum to at most 1 (the crypto layer's overflow guarantee);
-FedSparsify-Local's votes are encrypted with weight ``1 / len(participants)``, so the decrypted
-sum divided by its weight is the fraction of contributors that kept each coordinate: only these
-counts are ever decrypted, never a single site's vote.
+Weights come from the round (:mod:`fedsparsify.platform.round_rules`, checked by the site
+against the roster): the values channel carries the site's capped share, FedSparsify-Local's
+votes ``1 / len(participants)``, so the decrypted votes are the fraction of contributors keeping
+each coordinate: only these counts are ever decrypted, never a single site's vote.
+
+Decrypted averages are rounded to :data:`~fedsparsify.platform.round_rules.RESULT_GRID` before
+they enter the model, metrics or any file (why and how coarse:
+:mod:`fedsparsify.platform.round_rules`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from fedsparsify.crypto import SecretContext, decrypt_sum, encrypt_update
+from fedsparsify.crypto import (
+    PairwiseMasker,
+    RoundBinding,
+    SecretContext,
+    decrypt_sum,
+    encrypt_update,
+)
 from fedsparsify.errors import ConfigError
+from fedsparsify.platform.round_rules import VALUES, VOTES, round_to_grid
 from fedsparsify.platform.rounds import GlobalUpdate, LocalUpdate
 
 __all__ = ["CodecStats", "UpdateCodec"]
-
-VALUES = "values"
-VOTES = "votes"
 
 
 @dataclass
 class CodecStats:
     """Time and bytes spent in one direction of one round.
 
-    ``phases``: seconds by crypto phase (``pack``, ``encrypt``, ``serialise`` when encoding;
-    ``deserialise``, ``decrypt`` when decoding), a part of ``seconds``.
+    ``phases``: seconds by crypto phase (``pack``, ``mask``, ``encrypt``, ``serialise`` when
+    encoding; ``deserialise``, ``decrypt`` when decoding), a part of ``seconds``.
     """
 
     seconds: float = 0.0
@@ -55,34 +63,37 @@ class UpdateCodec:
         self,
         update: LocalUpdate,
         *,
-        total_samples: int,
-        n_participants: int,
+        weights: Mapping[str, float],
+        binding: RoundBinding | None,
+        maskers: Mapping[str, PairwiseMasker] | None,
         scratch: Path,
     ) -> tuple[dict[str, Path], CodecStats]:
-        """Write one encrypted-update file per channel under ``scratch``."""
-        if total_samples < update.num_samples or n_participants < 1:
-            raise ConfigError(
-                f"round totals ({total_samples} samples, {n_participants} participants) "
-                f"cannot include this site's {update.num_samples} samples"
-            )
-        channels: dict[str, tuple[np.ndarray, float]] = {
-            VALUES: (update.values, update.num_samples / total_samples)
-        }
+        """Write one encrypted-update file per channel under ``scratch``.
+
+        ``weights``: the weight of each channel; ``maskers``: each channel's pairwise masker
+        (None: unmasked, as the spec says).
+        """
+        channels: dict[str, np.ndarray] = {VALUES: update.values}
         if update.votes is not None:
-            channels[VOTES] = (update.votes, 1.0 / n_participants)
+            channels[VOTES] = update.votes
+        if set(weights) != set(channels):
+            raise ConfigError(f"weights for {sorted(weights)}, the update has {sorted(channels)}")
         stats = CodecStats()
         files: dict[str, Path] = {}
         start = time.perf_counter()
-        for channel, (vector, weight) in channels.items():
+        for channel, vector in channels.items():
             path = scratch / f"upload-{channel}.bin"
             written = 0
             with path.open("wb") as out:
                 for chunk in encrypt_update(
                     self.context,
                     vector,
-                    weight=weight,
+                    weight=weights[channel],
                     mask_digest=update.mask_digest,
                     contributor=self.contributor,
+                    binding=binding,
+                    channel=channel,
+                    masker=maskers[channel] if maskers is not None else None,
                     timings=stats.phases,
                 ):
                     out.write(chunk)
@@ -94,7 +105,8 @@ class UpdateCodec:
         return files, stats
 
     def decode(self, files: dict[str, Path]) -> tuple[GlobalUpdate, CodecStats]:
-        """Decrypt a round's aggregate files into the platform's :class:`GlobalUpdate`."""
+        """Decrypt a round's aggregate files into the platform's :class:`GlobalUpdate`,
+        rounded to the result grid."""
         if VALUES not in files:
             raise ConfigError("an aggregate needs its 'values' channel")
         stats = CodecStats()
@@ -104,7 +116,7 @@ class UpdateCodec:
         for channel, path in files.items():
             with path.open("rb") as fh:
                 header, total = decrypt_sum(self.context, fh, timings=stats.phases)
-            vectors[channel] = (total / header.weight).astype(np.float32)
+            vectors[channel] = round_to_grid(total / header.weight)
             if channel == VALUES:
                 digest = header.mask_digest
             size = path.stat().st_size

@@ -25,6 +25,7 @@ import torch
 from fedsparsify.clients.launcher import (
     AggregatorProcess,
     SiteProcess,
+    confirm_peers,
     start_aggregator,
     start_site,
 )
@@ -49,7 +50,13 @@ from fedsparsify.platform.spec import (
     TrainingSpec,
 )
 
-__all__ = ["DemoOptions", "RunPlan", "demo_runs", "run_demo", "run_demo_with_progress"]
+__all__ = [
+    "DemoOptions",
+    "RunPlan",
+    "demo_runs",
+    "run_demo",
+    "run_demo_with_progress",
+]
 
 Preset = Literal["lean", "peer-default", "plaintext"]
 
@@ -246,6 +253,10 @@ def run_federation_over_http(
         created = admin.create_federation(plan.spec.model_dump(mode="json"))
         fid = str(created["id"])
         join_code = f"{fid}:{created['enrollment_token']}"
+        peers = confirm_peers(
+            {site.name: run_dir / "sites" / site.name for site in data.sites},
+            run_dir / "peers.txt",
+        )
         try:
             for site in data.sites:
                 sites.append(
@@ -256,6 +267,7 @@ def run_federation_over_http(
                         state_dir=run_dir / "sites" / site.name,
                         name=site.name,
                         log_dir=run_dir / "logs",
+                        peers=peers,
                     )
                 )
             _wait_until_ready(server, admin, fid, len(sites), sites)

@@ -21,9 +21,18 @@ from pathlib import Path
 from types import TracebackType
 
 from fedsparsify.clients.rest import AggregatorClient
+from fedsparsify.clients.roster import peers_line
+from fedsparsify.clients.state import StateDir
 from fedsparsify.errors import ConfigError, FedsparsifyError, TransportError
 
-__all__ = ["AggregatorProcess", "SiteProcess", "free_port", "start_aggregator", "start_site"]
+__all__ = [
+    "AggregatorProcess",
+    "SiteProcess",
+    "confirm_peers",
+    "free_port",
+    "start_aggregator",
+    "start_site",
+]
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +198,19 @@ def start_aggregator(
         probe.close()
 
 
+def confirm_peers(state_dirs: dict[str, Path], path: Path) -> Path:
+    """Create each site's identity in its state directory and write the peers file every site
+    is started with (``--peers``): a local simulation plays the hospitals' out-of-band exchange
+    of fingerprints, so its sites run the strict path (they act only with these peers)."""
+    lines = [
+        peers_line(name, StateDir(state).identity().public().fingerprint)
+        for name, state in state_dirs.items()
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# confirmed sites: name fingerprint\n" + "\n".join(lines) + "\n")
+    return path
+
+
 @dataclass
 class SiteProcess(_Process):
     """``fedsparsify client`` for one site."""
@@ -207,11 +229,15 @@ def start_site(
     log_dir: Path,
     extra_args: tuple[str, ...] = (),
     ca: Path | None = None,
+    peers: Path | None = None,
 ) -> SiteProcess:
     """Start one site's client process (it registers, gets its key, and runs every round);
-    with ``ca`` it verifies the aggregator's TLS certificate against that CA (``--ca``)."""
+    with ``ca`` it verifies the aggregator's TLS certificate against that CA (``--ca``), with
+    ``peers`` it acts only with the sites in that file (``--peers``, see :func:`confirm_peers`)."""
     if ca is not None:
         extra_args = ("--ca", str(ca), *extra_args)
+    if peers is not None:
+        extra_args = ("--peers", str(peers), *extra_args)
     args = _command(
         "client",
         "--server",

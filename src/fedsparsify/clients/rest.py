@@ -18,13 +18,14 @@ import base64
 import logging
 import ssl
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 
+from fedsparsify.crypto import PublicIdentity
 from fedsparsify.errors import ConfigError, FedsparsifyError, TransportError, error_for_code
 
 __all__ = ["AggregatorClient", "Registration", "RoundStatus", "tls_verification"]
@@ -61,6 +62,10 @@ class RoundStatus:
     uploaded: tuple[str, ...]
     aggregate_ready: bool
     deadline: str | None
+    attempt: int = 0
+    participants_digest: str | None = None
+    weights: Mapping[str, float] = field(default_factory=dict)
+    uploads: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RoundStatus:
@@ -77,6 +82,10 @@ class RoundStatus:
             uploaded=tuple(data.get("uploaded", ())),
             aggregate_ready=bool(data.get("aggregate_ready", False)),
             deadline=data.get("deadline"),
+            attempt=int(data.get("attempt", 0)),
+            participants_digest=data.get("participants_digest"),
+            weights={str(k): float(v) for k, v in (data.get("weights") or {}).items()},
+            uploads={str(k): tuple(v) for k, v in (data.get("uploads") or {}).items()},
         )
 
     @property
@@ -221,13 +230,20 @@ class AggregatorClient:
         *,
         enrollment_token: str,
         name: str,
-        public_key: bytes,
+        identity: PublicIdentity,
         num_samples: int,
     ) -> Registration:
-        """Join a federation with its enrolment token; the answer's token is shown once."""
+        """Join a federation with its enrolment token and this site's three public keys; the
+        answer's token is shown once."""
+
+        def b64(raw: bytes) -> str:
+            return base64.b64encode(raw).decode("ascii")
+
         body = {
             "name": name,
-            "public_key": base64.b64encode(public_key).decode("ascii"),
+            "public_key": b64(identity.envelope_key),
+            "signing_key": b64(identity.signing_key),
+            "mask_key": b64(identity.mask_key),
             "num_samples": num_samples,
         }
         data = self._json(
@@ -273,6 +289,31 @@ class AggregatorClient:
             if exc.code == "not_found":
                 return None
             raise
+
+    def rotate_join_code(
+        self,
+        federation_id: str,
+        *,
+        max_uses: int | None = None,
+        expires_after_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Admin: a new join code (the old one stops working)."""
+        body = {"max_uses": max_uses, "expires_after_s": expires_after_s}
+        data: dict[str, Any] = self._json(
+            "POST", f"/v1/federations/{federation_id}/enrollment", json=body
+        )
+        return data
+
+    def revoke_join_code(self, federation_id: str) -> None:
+        """Admin: the join code stops working."""
+        self._request("DELETE", f"/v1/federations/{federation_id}/enrollment")
+
+    def remove_client(self, federation_id: str, client_id: str) -> dict[str, Any]:
+        """Admin: remove a member (no new round includes it; its token stops working)."""
+        data: dict[str, Any] = self._json(
+            "DELETE", f"/v1/federations/{federation_id}/clients/{client_id}"
+        )
+        return data
 
     def start_round(self, federation_id: str) -> RoundStatus:
         """Admin: open the next round."""

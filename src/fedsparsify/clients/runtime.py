@@ -1,19 +1,22 @@
 """What a site runs: join a federation, get the key, then take part in every round.
 
-The loop, per round: catch up on the aggregates of rounds already closed (decrypt, write back,
-prune: the platform's :class:`~fedsparsify.platform.rounds.Site` does it), evaluate the global
-model, train under the mask, encrypt only the kept coordinates
-(:class:`~fedsparsify.clients.codec.UpdateCodec`), upload, report plaintext metrics, and save a
-checkpoint so that a restarted site resumes where it stopped.
+The loop, per round attempt: check the round against the confirmed roster (every participant a
+confirmed peer, the participant-set digest and the weights what this site computes itself),
+catch up on the aggregates of rounds already closed (decrypt, write back, prune: the platform's
+:class:`~fedsparsify.platform.rounds.Site` does it), evaluate, train under the mask once per
+round (the update is saved, so a new attempt or a restart re-encrypts it instead of retraining),
+encrypt only the kept coordinates with this attempt's pairwise masks
+(:class:`~fedsparsify.clients.codec.UpdateCodec`), keep the exact bytes in the state directory,
+upload them (after a restart: the same bytes again), report plaintext metrics, checkpoint.
 
-The key dealer (the first site to register) also creates the CKKS context, uploads its public
-part, and seals the secret context for every other site that registers (optionally only for
-X25519 fingerprints on an allow-list).
+A site acts only with peers it confirmed (``peers``, from ``--peers FILE``), unless
+``trust_aggregator_roster`` is set (for trying things out; logged loudly). Without either it
+stops after registering and says which fingerprints to confirm. Key distribution:
+:mod:`fedsparsify.clients.keyring`; trust checks: :mod:`fedsparsify.clients.roster`.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 from collections.abc import Callable
@@ -21,22 +24,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fedsparsify.clients.codec import CodecStats, UpdateCodec
+from fedsparsify.clients.keyring import KeyRing
 from fedsparsify.clients.rest import AggregatorClient, RoundStatus
+from fedsparsify.clients.roster import Member, Peers, Roster, peers_line
 from fedsparsify.clients.state import Credentials, StateDir
-from fedsparsify.crypto import (
-    SecretContext,
-    create_secret_context,
-    generate_identity_keypair,
-    key_fingerprint,
-    open_envelope,
-    seal_envelope,
+from fedsparsify.crypto import PairwiseMasker, RoundBinding
+from fedsparsify.errors import (
+    ConfigError,
+    ConflictError,
+    FedsparsifyError,
+    NotFoundError,
+    TrustError,
 )
-from fedsparsify.errors import ConfigError, ConflictError, FedsparsifyError, NotFoundError
 from fedsparsify.platform.data.sitedata import SiteData
 from fedsparsify.platform.masks import sparsity
 from fedsparsify.platform.models import model_input_shape
-from fedsparsify.platform.rounds import GlobalUpdate, Site
+from fedsparsify.platform.round_rules import VALUES, VOTES, vote_weight
+from fedsparsify.platform.rounds import GlobalUpdate, LocalUpdate, Site
 from fedsparsify.platform.spec import FederationSpec
 
 __all__ = ["ClientRuntime", "RoundReport"]
@@ -66,12 +73,16 @@ class ClientRuntime:
         name: str | None = None,
         verify: str | bool = True,
         poll_s: float = 0.5,
-        allowed_fingerprints: frozenset[str] | None = None,
+        peers: Path | None = None,
+        trust_aggregator_roster: bool = False,
         on_round: Callable[[RoundReport], None] | None = None,
     ) -> None:
         self.state = StateDir(state_dir)
+        self.identity = self.state.identity()
+        self.fingerprint = self.identity.public().fingerprint
         self.poll_s = poll_s
-        self.allowed_fingerprints = allowed_fingerprints
+        self.peers_file = peers
+        self.trust_all = trust_aggregator_roster
         self.on_round = on_round
         self._anon = AggregatorClient(server, verify=verify)
         saved = self.state.credentials
@@ -86,6 +97,19 @@ class ClientRuntime:
         self.spec = FederationSpec.model_validate(spec_json)
         self.data = data_loader(model_input_shape(self.spec.model))
         self.name = name or (saved.name if saved else self.data.name)
+        log.info(
+            "%s: fingerprint %s (send this line to the other sites: %s)",
+            self.name,
+            self.fingerprint,
+            peers_line(self.name, self.fingerprint),
+        )
+        if self.trust_all:
+            log.warning(
+                "%s: --trust-aggregator-roster: acting with EVERY member the aggregator lists, "
+                "unconfirmed ones included; an aggregator that registers a site of its own then "
+                "receives the key. For trying things out only.",
+                self.name,
+            )
         self.creds = saved or self._register(server, federation_id, enrollment_token or "")
         if self.creds.federation_id != federation_id:
             raise ConfigError(
@@ -93,30 +117,35 @@ class ClientRuntime:
                 f"not {federation_id}: use another --state directory"
             )
         self.api = self._anon.with_token(self.creds.token)
+        self.keys = KeyRing(
+            api=self.api,
+            state=self.state,
+            identity=self.identity,
+            creds=self.creds,
+            preset=self.spec.crypto_preset,
+            poll_s=poll_s,
+        )
         self.site = Site(self.spec, self.data, name=self.name)
         checkpoint = self.state.load_checkpoint()
-        self._uploaded_round = -1
         if checkpoint is not None:
             self.site.load_state_dict(checkpoint["site"])
-            self._uploaded_round = int(checkpoint["uploaded_round"])
-            log.info("%s resumed at round %d", self.name, self._uploaded_round)
+            log.info("%s resumed at round %d", self.name, int(checkpoint["uploaded_round"]))
         self._codec: UpdateCodec | None = None
-        self._sealed: set[str] = set()
+        self._done: set[tuple[int, int]] = set()
 
     @property
     def federation_id(self) -> str:
         """The federation this site takes part in."""
         return self.creds.federation_id
 
-    # -- joining and keys -----------------------------------------------------------------
+    # -- joining and trust ----------------------------------------------------------------
 
     def _register(self, server: str, federation_id: str, enrollment_token: str) -> Credentials:
-        _private, public = self._identity()
         reg = self._anon.register(
             federation_id,
             enrollment_token=enrollment_token,
             name=self.name,
-            public_key=public,
+            identity=self.identity.public(),
             num_samples=self.data.num_samples,
         )
         creds = Credentials(
@@ -128,104 +157,48 @@ class ClientRuntime:
             name=self.name,
         )
         self.state.save_credentials(creds)
-        log.info(
-            "%s registered as %s (dealer: %s); key fingerprint %s (confirm it with the dealer)",
-            self.name,
-            creds.client_id,
-            creds.is_dealer,
-            key_fingerprint(self._identity()[1]),
-        )
+        log.info("%s registered as %s (dealer: %s)", self.name, creds.client_id, creds.is_dealer)
         return creds
 
-    def _identity(self) -> tuple[bytes, bytes]:
-        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+    def roster(self) -> Roster:
+        """The aggregator's member list, judged against the confirmed peers (re-read each time,
+        so that a peers file extended while the site runs takes effect)."""
+        peers = Peers.load(self.peers_file) if self.peers_file is not None else None
+        members = [Member.from_json(m) for m in self.api.list_clients(self.federation_id)]
+        return Roster(members, own_id=self.creds.client_id, peers=peers, trust_all=self.trust_all)
 
-        private = self.state.identity_private_key
-        if private is None:
-            private, public = generate_identity_keypair()
-            self.state.save_identity_private_key(private)
-            return private, public
-        key = X25519PrivateKey.from_private_bytes(private)
-        return private, key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    def _require_peers(self) -> None:
+        """Without --peers (or the opt-out), stop and say exactly what to confirm."""
+        if self.peers_file is not None or self.trust_all:
+            return
+        others = [m for m in self.roster().members.values() if m.id != self.creds.client_id]
+        lines = "\n".join(f"  {peers_line(m.name, m.fingerprint)}" for m in others) or "  (none)"
+        raise TrustError(
+            f"{self.name} registered but will not go on without confirmed peers. Compare "
+            "fingerprints with the other sites out of band (phone, signed e-mail), write the "
+            "ones you confirm into a file, one 'name fingerprint' per line, and restart with "
+            f"--peers FILE. Yours: {peers_line(self.name, self.fingerprint)}. Members listed "
+            f"by the aggregator now:\n{lines}"
+        )
 
-    def _ensure_context(self) -> SecretContext:
-        """The CKKS secret context: made by the dealer, opened from an envelope by others."""
-        if self._codec is not None:
-            return self._codec.context
-        saved = self.state.secret_context
-        if saved is not None:
-            context = SecretContext.from_secret_bytes(saved)
-        elif self.creds.is_dealer:
-            context = create_secret_context(self.spec.crypto_preset)
-            self.state.save_secret_context(context.secret_bytes())
-        else:
-            context = self._wait_for_envelope()
-            self.state.save_secret_context(context.secret_bytes())
-        if self.creds.is_dealer:
-            self._publish_context(context)
-        log.info("%s: CKKS key set %s (compare it with the dealer's)", self.name, context.digest)
-        self._codec = UpdateCodec(context, contributor=self.creds.client_id)
-        return context
-
-    def _publish_context(self, context: SecretContext) -> None:
-        try:
-            self.api.put_context(self.federation_id, context.public_bytes())
-        except ConflictError:
-            log.debug("public context already published")
-
-    def _wait_for_envelope(self) -> SecretContext:
-        private, _ = self._identity()
-        while True:
-            envelope = self.api.get_envelope(self.federation_id)
-            if envelope is not None:
-                secret = open_envelope(
-                    envelope,
-                    recipient_private_key=private,
-                    federation_id=self.federation_id,
-                    recipient_id=self.creds.client_id,
-                )
-                return SecretContext.from_secret_bytes(secret)
-            time.sleep(self.poll_s)
-
-    def _seal_pending(self) -> None:
-        """Dealer: seal the secret context for every member that has no envelope yet."""
-        assert self._codec is not None
-        secret = self._codec.context.secret_bytes()
-        for member in self.api.list_clients(self.federation_id):
-            member_id = str(member["id"])
-            if member_id == self.creds.client_id or member.get("has_envelope"):
-                continue
-            if member_id in self._sealed:
-                continue
-            public = base64.b64decode(member["public_key"])
-            if (
-                self.allowed_fingerprints is not None
-                and key_fingerprint(public) not in self.allowed_fingerprints
-            ):
-                log.warning("not sealing for %s: fingerprint not on the allow-list", member_id)
-                self._sealed.add(member_id)
-                continue
-            envelope = seal_envelope(
-                secret,
-                recipient_public_key=public,
-                federation_id=self.federation_id,
-                recipient_id=member_id,
-            )
-            self.api.put_envelope(self.federation_id, member_id, envelope)
-            self._sealed.add(member_id)
-            log.info("sealed the key for %s", member_id)
+    def _ensure_codec(self) -> UpdateCodec:
+        if self._codec is None:
+            context = self.keys.context(self.roster)
+            log.info("%s: CKKS key set %s", self.name, context.digest)
+            self._codec = UpdateCodec(context, contributor=self.creds.client_id)
+        return self._codec
 
     # -- rounds ---------------------------------------------------------------------------
 
     def run(self, *, max_wait_s: float | None = None) -> list[RoundReport]:
         """Take part in rounds until the federation completes or fails; returns the reports."""
-        self._ensure_context()
+        self._require_peers()
+        codec = self._ensure_codec()
         reports: list[RoundReport] = []
         started = time.monotonic()
         while True:
             if self.creds.is_dealer:
-                self._seal_pending()
+                self.keys.seal_pending(codec.context, self.roster())
             fed = self.api.get_federation(self.federation_id)
             if fed["state"] in ("completed", "failed"):
                 final = self._finish(fed)
@@ -251,18 +224,24 @@ class ClientRuntime:
 
     def _maybe_take_part(self) -> RoundReport | None:
         status = self._current_round()
-        if status is None or status.index <= self._uploaded_round:
+        if status is None or status.is_finished:
             return None
-        if status.is_finished or self.creds.client_id not in status.participants:
+        me = self.creds.client_id
+        attempt = (status.index, status.attempt)
+        if me not in status.participants or attempt in self._done:
             return None
-        if self.creds.client_id in status.uploaded:
-            self._uploaded_round = status.index
+        if all(me in status.uploads.get(ch, ()) for ch in status.channels):
+            self._done.add(attempt)
             return None
-        return self._take_part(status)
+        try:
+            return self._take_part(status)
+        except TrustError as exc:
+            log.error("%s round %d attempt %d: %s", self.name, *attempt, exc)
+            self._done.add(attempt)
+            return None
 
     def _catch_up(self, target: int) -> dict[str, float]:
         """Begin every round up to ``target``, taking in each closed round's aggregate."""
-        assert self._codec is not None
         metrics: dict[str, float] = {}
         plan = self.site.plan
         first = 0 if plan is None else plan.round_index + 1
@@ -277,7 +256,7 @@ class ClientRuntime:
         return metrics
 
     def _download(self, index: int) -> tuple[GlobalUpdate | None, CodecStats]:
-        assert self._codec is not None
+        codec = self._ensure_codec()
         status = self.api.get_round(self.federation_id, index)
         if status.state != "closed":
             return None, CodecStats()
@@ -286,15 +265,21 @@ class ClientRuntime:
             target = self.state.scratch(f"aggregate-{index}-{channel}.bin")
             self.api.download_aggregate(self.federation_id, index, channel, target)
             files[channel] = target
-        update, stats = self._codec.decode(files)
+        update, stats = codec.decode(files)
         for path in files.values():
             path.unlink(missing_ok=True)
         return update, stats
 
-    def _take_part(self, status: RoundStatus) -> RoundReport:
-        assert self._codec is not None
-        index = status.index
-        metrics = self._catch_up(index)
+    def _trained(self, index: int, metrics: dict[str, float]) -> LocalUpdate:
+        """This round's update: the saved one, or trained now (once per round) and saved."""
+        saved = self.state.load_update(index)
+        if saved is not None:
+            return LocalUpdate(
+                values=saved["values"],
+                num_samples=int(saved["num_samples"]),
+                votes=saved.get("votes"),
+                mask_digest=str(saved["mask_digest"]),
+            )
         plan = self.site.plan
         assert plan is not None
         for key, value in self.site.evaluate().items():
@@ -305,34 +290,110 @@ class ClientRuntime:
         update = self.site.train()
         metrics["train_s"] = time.perf_counter() - start
         metrics.update({f"train_{k}": v for k, v in update.metrics.items()})
-        scratch = self.state.scratch("")
-        files, stats = self._codec.encode(
-            update,
-            total_samples=status.total_samples,
-            n_participants=len(status.participants),
-            scratch=scratch,
+        arrays: dict[str, np.ndarray] = {
+            "values": update.values,
+            "num_samples": np.asarray(update.num_samples),
+            "mask_digest": np.asarray(update.mask_digest),
+        }
+        if update.votes is not None:
+            arrays["votes"] = update.votes
+        self.state.save_update(index, arrays)
+        self.state.forget_rounds_before(index)
+        self._checkpoint(index)
+        return update
+
+    def _take_part(self, status: RoundStatus) -> RoundReport:
+        index, attempt = status.index, status.attempt
+        roster = self.roster()
+        mask_keys = roster.check_round(
+            participants=status.participants,
+            digest=status.participants_digest,
+            weights=status.weights,
+            spec=self.spec,
         )
+        log.info(
+            "%s round %d attempt %d: participants' declared samples %s",
+            self.name,
+            index,
+            attempt,
+            roster.declared_samples(status.participants),
+        )
+        metrics = self._catch_up(index)
+        update = self._trained(index, metrics)
+        files, stats = self._encrypted(status, update, mask_keys)
         metrics["encrypt_s"] = stats.seconds
         metrics["upload_bytes"] = float(stats.bytes)
         start = time.perf_counter()
         try:
             for channel in status.channels:
-                self.api.upload(self.federation_id, index, channel, files[channel])
+                if self.creds.client_id not in status.uploads.get(channel, ()):
+                    self.api.upload(self.federation_id, index, channel, files[channel])
         except ConflictError as exc:
             log.warning("%s: upload to round %d refused: %s", self.name, index, exc)
         metrics["upload_s"] = time.perf_counter() - start
-        self._uploaded_round = index
-        self._checkpoint()
-        self._report(index, metrics)
+        self._done.add((index, attempt))
+        if attempt == 0:
+            self._report(index, metrics)
+        plan = self.site.plan
+        assert plan is not None
         log.info(
-            "%s round %d: sparsity %.3f, %d values, %d bytes up",
+            "%s round %d attempt %d: sparsity %.3f, %d values, %d bytes up",
             self.name,
             index,
+            attempt,
             plan.sparsity,
             plan.n_values,
             stats.bytes,
         )
         return RoundReport(index, metrics)
+
+    def _encrypted(
+        self, status: RoundStatus, update: LocalUpdate, mask_keys: dict[str, bytes]
+    ) -> tuple[dict[str, Path], CodecStats]:
+        """This attempt's upload files: the ones already sent (a restart resends the same
+        bytes), or freshly encrypted with this attempt's masks and kept before sending."""
+        index, attempt = status.index, status.attempt
+        sent = {ch: self.state.sent_path(index, attempt, ch) for ch in status.channels}
+        if all(path.exists() for path in sent.values()):
+            size = sum(path.stat().st_size for path in sent.values())
+            return sent, CodecStats(bytes=size)
+        codec = self._ensure_codec()
+        binding = RoundBinding(
+            federation_id=self.federation_id,
+            round=index,
+            attempt=attempt,
+            participants_digest=status.participants_digest or "",
+        )
+        weights = {VALUES: self._values_weight(status, update)}
+        if VOTES in status.channels:
+            weights[VOTES] = vote_weight(len(status.participants))
+        maskers = None
+        if self.spec.pairwise_masks:
+            maskers = {
+                ch: PairwiseMasker(
+                    own_id=self.creds.client_id,
+                    own_mask_private=self.identity.mask_private,
+                    mask_keys=mask_keys,
+                    binding=binding,
+                    channel=ch,
+                )
+                for ch in weights
+            }
+        files, stats = codec.encode(
+            update,
+            weights=weights,
+            binding=binding,
+            maskers=maskers,
+            scratch=self.state.scratch(""),
+        )
+        for channel, path in files.items():
+            sent[channel] = self.state.keep_sent(path, index, attempt, channel)
+        return sent, stats
+
+    def _values_weight(self, status: RoundStatus, update: LocalUpdate) -> float:
+        if status.weights:
+            return float(status.weights[self.creds.client_id])
+        return update.num_samples / status.total_samples  # a round of release 0.1
 
     def _finish(self, fed: dict[str, Any]) -> RoundReport | None:
         """After the last round: take in the final aggregate and report the final metrics."""
@@ -348,7 +409,7 @@ class ClientRuntime:
         mask = self.site.finish(previous)
         metrics = {f"final_val_{k}": v for k, v in self.site.evaluate().items()}
         metrics["final_sparsity"] = sparsity(mask)
-        self._checkpoint(final=True)
+        self._checkpoint(last, final=True)
         self._report(last, metrics)
         return RoundReport(last, metrics)
 
@@ -358,7 +419,7 @@ class ClientRuntime:
         except FedsparsifyError as exc:
             log.warning("%s: metrics for round %d not stored: %s", self.name, index, exc)
 
-    def _checkpoint(self, *, final: bool = False) -> None:
+    def _checkpoint(self, index: int, *, final: bool = False) -> None:
         self.state.save_checkpoint(
-            {"site": self.site.state_dict(), "uploaded_round": self._uploaded_round, "final": final}
+            {"site": self.site.state_dict(), "uploaded_round": index, "final": final}
         )

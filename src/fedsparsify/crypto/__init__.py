@@ -3,9 +3,12 @@
 The flow of one round::
 
     dealer     ctx = create_secret_context("lean"); upload ctx.public_bytes()
-               seal_envelope(ctx.secret_bytes(), recipient_public_key=..., ...) per client
-    client     ctx = SecretContext.from_secret_bytes(open_envelope(...))
-               for chunk in encrypt_update(ctx, kept_values, weight=w, mask_digest=d): upload
+               seal_envelope(ctx.secret_bytes(), ..., signer=identity) per confirmed member
+    client     secret, digest = open_envelope(..., dealer_signing_key=confirmed dealer's key)
+               ctx = SecretContext.from_secret_bytes(secret)       # check ctx.digest == digest
+               masker = PairwiseMasker(own_id=..., mask_keys=confirmed participants, ...)
+               for chunk in encrypt_update(ctx, kept_values, weight=w, mask_digest=d,
+                                           binding=b, masker=masker): upload
     aggregator pub = PublicContext.from_bytes(...); UpdateParser(pub, ...) on each upload body
                add_updates(pub, [sum_so_far, upload], out)
     client     header, total = decrypt_sum(ctx, aggregate); average = total / header.weight
@@ -37,11 +40,12 @@ Precision budget: max absolute error <= 3e-7 · sqrt(K) on a sum of K updates, i
 K=100), independent of the values' size; divide by the sum of weights for the average (and its
 error). Sums are not seeded: an aggregate is twice the size of a seeded upload (12 bytes/value).
 
-Security notes. Clients share one CKKS key: an aggregator colluding with any client can read
-every individual update. A CKKS decryption carries the encryption noise, so publishing a
-decrypted sum at full precision next to the ciphertext it came from (which the aggregator holds)
-can reveal the secret key (Li and Micciancio, 2021): round or add noise to anything decrypted
-before it leaves the clients.
+Security notes. Clients share one CKKS key, so pairwise masks (:mod:`.pairwise`) are what keeps
+an individual update, and even the sum, from a holder of the key: an aggregator colluding with
+any set of sites learns at most the sum of the honest participants' updates. A CKKS decryption
+carries the encryption noise, so publishing a decrypted sum at full precision next to the
+ciphertext it came from (which the aggregator holds) can reveal the secret key (Li and
+Micciancio, 2021): clients round every decrypted average to a grid coarser than the noise.
 """
 
 from fedsparsify.crypto.aggregate import add_updates
@@ -50,13 +54,16 @@ from fedsparsify.crypto.context import (
     SecretContext,
     create_secret_context,
 )
-from fedsparsify.crypto.envelope import (
-    generate_identity_keypair,
-    key_fingerprint,
-    open_envelope,
-    seal_envelope,
+from fedsparsify.crypto.envelope import envelope_dealer, open_envelope, seal_envelope
+from fedsparsify.crypto.identity import (
+    PublicIdentity,
+    SiteIdentity,
+    check_ed25519_public,
+    check_x25519_public,
+    is_fingerprint,
 )
 from fedsparsify.crypto.packing import check_values, layout_for
+from fedsparsify.crypto.pairwise import PairwiseMasker, RoundBinding, participants_digest
 from fedsparsify.crypto.presets import PRESETS, CkksPreset, check_security, get_preset
 from fedsparsify.crypto.update import decrypt_sum, encrypt_update
 from fedsparsify.crypto.wire import (
@@ -70,21 +77,28 @@ __all__ = [
     "FORMAT_VERSION",
     "PRESETS",
     "CkksPreset",
+    "PairwiseMasker",
     "PublicContext",
+    "PublicIdentity",
+    "RoundBinding",
     "SecretContext",
+    "SiteIdentity",
     "UpdateHeader",
     "UpdateParser",
     "add_updates",
+    "check_ed25519_public",
     "check_security",
     "check_values",
+    "check_x25519_public",
     "create_secret_context",
     "decrypt_sum",
     "encrypt_update",
-    "generate_identity_keypair",
+    "envelope_dealer",
     "get_preset",
-    "key_fingerprint",
+    "is_fingerprint",
     "layout_for",
     "open_envelope",
+    "participants_digest",
     "read_update",
     "seal_envelope",
 ]

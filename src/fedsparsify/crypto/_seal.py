@@ -22,17 +22,24 @@ import shutil
 import struct
 import tempfile
 import threading
+import zlib
+from dataclasses import dataclass
 from typing import IO, Any
 
+import numpy as np
 import tenseal as ts
 import tenseal.sealapi as sealapi
+import zstandard
 
 __all__ = [
     "SEAL_ERRORS",
     "SEAL_HEADER",
     "SEAL_MAGIC",
+    "PlaintextParts",
     "load_ciphertext",
+    "load_plaintext",
     "load_secret_key",
+    "plaintext_coefficients",
     "save_secret_key",
     "save_to_bytes",
     "seal_header_ok",
@@ -54,6 +61,11 @@ SEAL_ERRORS: tuple[type[BaseException], ...] = (
 #: reserved, total size (little endian).
 SEAL_HEADER = struct.Struct("<HBBBBHQ")
 SEAL_MAGIC = 0xA15E
+#: SEAL's compression modes.
+_COMPR_NONE, _COMPR_ZLIB, _COMPR_ZSTD = 0, 1, 2
+#: A Plaintext's members before its DynArray: parms_id (4 x u64), coeff_count (u64), scale (f64).
+_PLAINTEXT_MEMBERS = struct.Struct("<4QQd")
+_U64 = struct.Struct("<Q")
 
 _BASE_DIR = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
 _USE_PROC_FD = os.path.isdir("/proc/self/fd")
@@ -170,3 +182,60 @@ def seal_header_ok(data: bytes) -> bool:
         and compr in (0, 1, 2)
         and size == len(data)
     )
+
+
+def _body(data: bytes) -> tuple[tuple[int, ...], bytes]:
+    """SEAL header fields and the decompressed members of a saved object."""
+    if not seal_header_ok(data):
+        raise ValueError("not a SEAL object")
+    fields = SEAL_HEADER.unpack_from(data)
+    raw = data[SEAL_HEADER.size :]
+    compr = fields[4]
+    if compr == _COMPR_ZSTD:
+        raw = zstandard.ZstdDecompressor().decompress(raw, max_output_size=1 << 28)
+    elif compr == _COMPR_ZLIB:
+        raw = zlib.decompress(raw)
+    return fields, raw
+
+
+@dataclass
+class PlaintextParts:
+    """A plaintext's serialisation cut open: SEAL version, the members before its data, and a
+    writable copy of its coefficients (RNS order: N per prime)."""
+
+    version: tuple[int, int]
+    prefix: bytes
+    coefficients: np.ndarray
+
+
+def plaintext_coefficients(pt: Any) -> PlaintextParts:
+    """A ``sealapi.Plaintext``'s serialisation cut open (see :class:`PlaintextParts`).
+
+    sealapi offers no write access to polynomial data, so a plaintext is changed by editing its
+    serialisation (SEAL 4.x: parms_id, coeff_count, scale, then a DynArray of u64) and loading it
+    back with :func:`load_plaintext`, which SEAL validates (every coefficient below its prime).
+    """
+    fields, body = _body(save_to_bytes(pt))
+    at = _PLAINTEXT_MEMBERS.size
+    coeff_count = _PLAINTEXT_MEMBERS.unpack_from(body)[4]
+    inner_magic = SEAL_HEADER.unpack_from(body, at)[0]
+    (count,) = _U64.unpack_from(body, at + SEAL_HEADER.size)
+    start = at + SEAL_HEADER.size + _U64.size
+    if inner_magic != SEAL_MAGIC or count != coeff_count or len(body) != start + 8 * count:
+        raise ValueError("unexpected SEAL plaintext layout")
+    coefficients = np.frombuffer(body, dtype="<u8", offset=start).copy()
+    return PlaintextParts((fields[2], fields[3]), body[:start], coefficients)
+
+
+def load_plaintext(seal_context: Any, parts: PlaintextParts) -> Any:
+    """A ``sealapi.Plaintext`` from (edited) :class:`PlaintextParts`, saved uncompressed."""
+    body = parts.prefix + np.ascontiguousarray(parts.coefficients, dtype="<u8").tobytes()
+    major, minor = parts.version
+    header = SEAL_HEADER.pack(
+        SEAL_MAGIC, SEAL_HEADER.size, major, minor, _COMPR_NONE, 0, SEAL_HEADER.size + len(body)
+    )
+    scratch = _scratch()
+    scratch.write(header + body)
+    pt = sealapi.Plaintext()
+    pt.load(seal_context, scratch.path)
+    return pt

@@ -34,6 +34,7 @@ from fedsparsify.errors import (
     ConfigError,
     CountMismatchError,
     MaskMismatchError,
+    RoundMismatchError,
     ValueRangeError,
     WireFormatError,
 )
@@ -97,9 +98,10 @@ def add_updates(
     """Write the homomorphic sum of ``sources`` to ``out``; return the aggregate's header.
 
     All sources must be made under ``public_ctx``'s key set (:class:`ContextMismatchError`,
-    :class:`ParameterMismatchError`) and agree on the mask digest (:class:`MaskMismatchError`)
-    and the value count (:class:`CountMismatchError`). A total weight above 1 (+1e-6 rounding)
-    could overflow CKKS and is refused with :class:`ValueRangeError`. Needs no secret key.
+    :class:`ParameterMismatchError`), agree on the mask digest (:class:`MaskMismatchError`) and
+    the value count (:class:`CountMismatchError`), and be made for the same round binding and
+    channel (:class:`RoundMismatchError`). A total weight above 1 (+1e-6 rounding) could
+    overflow CKKS and is refused with :class:`ValueRangeError`. Needs no secret key.
     """
     if isinstance(public_ctx, SecretContext):
         public_ctx = public_ctx.public()
@@ -115,6 +117,11 @@ def add_updates(
             raise MaskMismatchError(
                 f"source {i} was made under mask {h.mask_digest[:16]}…, source 0 under "
                 f"{first.mask_digest[:16]}…"
+            )
+        if (h.binding, h.channel) != (first.binding, first.channel):
+            raise RoundMismatchError(
+                f"source {i} was made for another federation, round, attempt, participant set "
+                "or channel than source 0"
             )
         if h.n_values != first.n_values:
             raise CountMismatchError(
@@ -144,6 +151,11 @@ def add_updates(
         values_per_ciphertext=first.values_per_ciphertext,
         n_ciphertexts=first.n_ciphertexts,
         contributors=tuple(contributors),
+        federation_id=first.federation_id,
+        round=first.round,
+        attempt=first.attempt,
+        participants_digest=first.participants_digest,
+        channel=first.channel,
     )
     out.write(header.to_bytes())
     for _ in range(header.n_ciphertexts):

@@ -28,7 +28,9 @@ import numpy as np
 from fedsparsify.crypto._seal import (
     SEAL_ERRORS,
     load_ciphertext,
+    load_plaintext,
     load_secret_key,
+    plaintext_coefficients,
     save_secret_key,
     save_to_bytes,
     seal_header_ok,
@@ -176,6 +178,10 @@ class PublicContext:
             self._seal = tenseal_context.seal_context().data
             self._evaluator = sealapi.Evaluator(self._seal)
             self._parms_id = list(self._seal.first_parms_id())
+            first = self._seal.first_context_data().parms()
+            self.moduli: tuple[int, ...] = tuple(int(m.value()) for m in first.coeff_modulus())
+        else:
+            self.moduli = ()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> PublicContext:
@@ -220,6 +226,8 @@ class PublicContext:
             raise ParameterMismatchError(
                 f"ciphertext does not load under preset {self.preset.name!r}: {exc}"
             ) from exc
+        if ct.is_transparent():
+            raise MalformedStreamError("refusing a transparent ciphertext (its c1 is zero)")
         if (
             ct.size() != 2
             or list(ct.parms_id()) != self._parms_id
@@ -336,16 +344,26 @@ class SecretContext:
 
     # Chunk operations used by encrypt_update / decrypt_sum (package-internal).
 
-    def _encrypt_chunk(self, chunk: np.ndarray, *, timings: Timings | None = None) -> bytes:
+    def _encrypt_chunk(
+        self,
+        chunk: np.ndarray,
+        *,
+        timings: Timings | None = None,
+        mask: np.ndarray | None = None,
+    ) -> bytes:
         """Encrypt (or, for plaintext, encode) one chunk of at most ``values_per_ciphertext``
         float64 values, already weighted and range-checked.
 
-        With ``timings``, seconds are added to its ``pack`` (slot layout), ``encrypt`` (CKKS
-        encode and encrypt) and ``serialise`` (SEAL save) entries.
+        ``mask``: residues (N per ciphertext prime, RNS order) added to the NTT-form plaintext
+        before encryption (:mod:`fedsparsify.crypto.pairwise`). With ``timings``, seconds are
+        added to its ``pack`` (slot layout), ``encrypt`` (CKKS encode and encrypt), ``mask``
+        and ``serialise`` (SEAL save) entries.
         """
         preset = self.preset
         started = time.perf_counter()
         if not preset.encrypted:
+            if mask is not None:
+                raise CryptoError("the plaintext preset cannot carry pairwise masks")
             out = chunk.astype("<f4").tobytes()
             add_time(timings, "serialise", started)
             return out
@@ -361,6 +379,10 @@ class SecretContext:
         try:
             pt = sealapi.Plaintext()
             self._encoder.encode(slots, preset.scale, pt)
+            if mask is not None:
+                started = add_time(timings, "encrypt", started)
+                pt = self._masked(pt, mask)
+                started = add_time(timings, "mask", started)
             if preset.seeded:
                 ct = self._encryptor.encrypt_symmetric(pt)
             else:
@@ -374,6 +396,17 @@ class SecretContext:
             if "too large" in str(exc):
                 raise ValueRangeError(f"values too large for CKKS encoding: {exc}") from exc
             raise CryptoError(f"encryption failed: {exc}") from exc
+
+    def _masked(self, pt: Any, mask: np.ndarray) -> Any:
+        """``pt`` with ``mask`` added coefficient-wise modulo each ciphertext prime."""
+        parts = plaintext_coefficients(pt)
+        moduli = np.asarray(self._public.moduli, dtype=np.uint64)
+        coeffs = parts.coefficients.reshape(len(moduli), -1)
+        if mask.shape != (coeffs.size,) or mask.dtype != np.uint64:
+            raise CryptoError(f"a mask must be {coeffs.size} uint64 residues")
+        coeffs += mask.reshape(coeffs.shape)
+        coeffs %= moduli[:, None]
+        return load_plaintext(self._public._seal, parts)
 
     def _decrypt_frame(self, frame: Frame, n_values: int) -> np.ndarray:
         """The first ``n_values`` float64 values of a loaded frame."""

@@ -17,6 +17,7 @@ import numpy as np
 
 from fedsparsify.crypto.context import SecretContext, Timings, add_time
 from fedsparsify.crypto.packing import check_values, check_weight, iter_chunks
+from fedsparsify.crypto.pairwise import PairwiseMasker, RoundBinding
 from fedsparsify.crypto.wire import (
     FORMAT_VERSION,
     UpdateHeader,
@@ -38,9 +39,16 @@ def encrypt_update(
     weight: float,
     mask_digest: str,
     contributor: str = "",
+    binding: RoundBinding | None = None,
+    channel: str = "values",
+    masker: PairwiseMasker | None = None,
     timings: Timings | None = None,
 ) -> Iterator[bytes]:
     """Encrypt a client's kept coordinates; yield the header, then one frame at a time.
+
+    ``binding`` and ``channel`` go into the header (what the update is made for; an aggregator
+    refuses an unbound upload). ``masker`` adds this participant's pairwise masks to every frame
+    (it must have been made for the same binding and channel).
 
     ``values`` is the 1-D float32 vector of kept coordinates in canonical order; it is
     multiplied by ``weight`` (in (0, 1]) and encrypted chunk by chunk, each chunk serialised
@@ -57,6 +65,13 @@ def encrypt_update(
         raise ConfigError("mask_digest must be a string of at most 256 characters")
     if not isinstance(contributor, str) or len(contributor) > 256:
         raise ConfigError("contributor must be a string of at most 256 characters")
+    if not isinstance(channel, str) or not 0 < len(channel) <= 16:
+        raise ConfigError("channel must be a string of 1 to 16 characters")
+    if masker is not None and (masker.binding != binding or masker.channel != channel):
+        raise ConfigError("the pairwise masker was made for another round, attempt or channel")
+    if masker is not None and not ctx.preset.encrypted:
+        raise ConfigError("the plaintext preset cannot carry pairwise masks")
+    bound = binding or RoundBinding("", 0, 0, "")
     vpc = ctx.preset.values_per_ciphertext
     header = UpdateHeader(
         version=FORMAT_VERSION,
@@ -69,6 +84,11 @@ def encrypt_update(
         values_per_ciphertext=vpc,
         n_ciphertexts=-(-int(values.size) // vpc),
         contributors=(contributor,) if contributor else (),
+        federation_id=bound.federation_id,
+        round=bound.round,
+        attempt=bound.attempt,
+        participants_digest=bound.participants_digest,
+        channel=channel,
     )
     logger.debug(
         "encrypting %d values in %d ciphertexts (%s)",
@@ -76,7 +96,7 @@ def encrypt_update(
         header.n_ciphertexts,
         ctx.preset.name,
     )
-    return _stream(ctx, header, values, w, timings)
+    return _stream(ctx, header, values, w, masker, timings)
 
 
 def _stream(
@@ -84,17 +104,25 @@ def _stream(
     header: UpdateHeader,
     values: np.ndarray,
     weight: float,
+    masker: PairwiseMasker | None,
     timings: Timings | None,
 ) -> Iterator[bytes]:
     yield header.to_bytes()
     chunks = iter_chunks(values, weight, header.values_per_ciphertext)
-    while True:
+    moduli = ctx.public().moduli
+    ring = ctx.preset.poly_modulus_degree
+    for frame in range(header.n_ciphertexts + 1):
         started = time.perf_counter()
         chunk = next(chunks, None)
         add_time(timings, "pack", started)
         if chunk is None:
             return
-        payload = ctx._encrypt_chunk(chunk, timings=timings)
+        mask = None
+        if masker is not None:
+            started = time.perf_counter()
+            mask = masker.frame_mask(frame, moduli, ring)
+            add_time(timings, "mask", started)
+        payload = ctx._encrypt_chunk(chunk, timings=timings, mask=mask)
         started = time.perf_counter()
         framed = frame_bytes(payload)
         add_time(timings, "serialise", started)

@@ -7,9 +7,14 @@ An update (or an aggregate: a sum of updates) is a stream::
 
 All integers are big-endian. The header's JSON object has exactly the keys ``kind``, ``preset``,
 ``context_digest``, ``mask_digest``, ``weight``, ``n_values``, ``values_per_ciphertext``,
-``n_ciphertexts`` and ``contributors``. A payload is one SEAL ciphertext as SEAL saves it (zstd
-compressed; seeded for fresh uploads of seeded presets), or for the ``plaintext`` preset the
-frame's values as little-endian float32. Frame i holds values ``[i*vpc, min((i+1)*vpc, n))``.
+``n_ciphertexts`` and ``contributors``, and since version 2 also ``federation_id``, ``round``,
+``attempt``, ``participants_digest`` and ``channel``: what the update was made for
+(:class:`~fedsparsify.crypto.pairwise.RoundBinding`), so that the aggregator can refuse a replay
+into another round, attempt or channel. Version 1 streams (release 0.1) are still read (their
+binding fields read as empty), but a reader that expects a binding refuses them. A payload is
+one SEAL ciphertext as SEAL saves it (zstd compressed; seeded for fresh uploads of seeded
+presets), or for the ``plaintext`` preset the frame's values as little-endian float32. Frame i
+holds values ``[i*vpc, min((i+1)*vpc, n))``.
 
 :class:`UpdateParser` validates as bytes arrive, holds at most one frame plus what one ``feed``
 brought, and raises the typed :class:`~fedsparsify.errors.WireFormatError` subclass at the first
@@ -31,6 +36,7 @@ from typing import Any, BinaryIO
 
 from fedsparsify.crypto._seal import seal_header_ok
 from fedsparsify.crypto.context import Frame, PublicContext
+from fedsparsify.crypto.pairwise import RoundBinding
 from fedsparsify.crypto.presets import PRESETS, CkksPreset
 from fedsparsify.errors import (
     ConfigError,
@@ -39,6 +45,7 @@ from fedsparsify.errors import (
     MalformedStreamError,
     MaskMismatchError,
     ParameterMismatchError,
+    RoundMismatchError,
     TrailingBytesError,
     TruncatedStreamError,
     WireFormatError,
@@ -48,6 +55,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
     "MAX_HEADER_BYTES",
+    "READABLE_VERSIONS",
     "READ_CHUNK_BYTES",
     "WEIGHT_TOLERANCE",
     "UpdateHeader",
@@ -61,7 +69,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MAGIC = b"FSUP"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this reader understands (1: release 0.1, without the round binding).
+READABLE_VERSIONS = (1, 2)
 #: A header larger than this is refused (a few thousand contributor ids fit).
 MAX_HEADER_BYTES = 1 << 20
 #: Frame bound used when neither the caller, the context nor a known preset gives one.
@@ -76,7 +86,7 @@ _PREFIX = struct.Struct(">4sBI")
 _U32 = struct.Struct(">I")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _MAX_ID_CHARS = 256
-_HEADER_KEYS = frozenset(
+_HEADER_KEYS_V1 = frozenset(
     {
         "kind",
         "preset",
@@ -89,6 +99,8 @@ _HEADER_KEYS = frozenset(
         "contributors",
     }
 )
+_BINDING_KEYS = frozenset({"federation_id", "round", "attempt", "participants_digest", "channel"})
+_HEADER_KEYS = {1: _HEADER_KEYS_V1, 2: _HEADER_KEYS_V1 | _BINDING_KEYS}
 
 
 @dataclass(frozen=True)
@@ -96,7 +108,9 @@ class UpdateHeader:
     """The plaintext header of an update or aggregate stream.
 
     ``weight``: the client's weight w_k (update) or the sum of weights (aggregate); the values
-    in the frames are already multiplied by it. ``contributors``: who is in the sum.
+    in the frames are already multiplied by it. ``contributors``: who is in the sum. The binding
+    fields (version 2) say which federation, round, attempt, participant set and channel the
+    stream was made for; empty for unbound streams (benchmarks) and version 1.
     """
 
     version: int
@@ -109,24 +123,39 @@ class UpdateHeader:
     values_per_ciphertext: int
     n_ciphertexts: int
     contributors: tuple[str, ...] = field(default=())
+    federation_id: str = ""
+    round: int = 0
+    attempt: int = 0
+    participants_digest: str = ""
+    channel: str = "values"
+
+    @property
+    def binding(self) -> RoundBinding:
+        """What the stream was made for."""
+        return RoundBinding(self.federation_id, self.round, self.attempt, self.participants_digest)
 
     def to_bytes(self) -> bytes:
         """The stream prefix: magic, version, length and the JSON header."""
-        body = json.dumps(
-            {
-                "kind": self.kind,
-                "preset": self.preset,
-                "context_digest": self.context_digest,
-                "mask_digest": self.mask_digest,
-                "weight": self.weight,
-                "n_values": self.n_values,
-                "values_per_ciphertext": self.values_per_ciphertext,
-                "n_ciphertexts": self.n_ciphertexts,
-                "contributors": list(self.contributors),
-            },
-            separators=(",", ":"),
-            ensure_ascii=True,
-        ).encode()
+        fields: dict[str, Any] = {
+            "kind": self.kind,
+            "preset": self.preset,
+            "context_digest": self.context_digest,
+            "mask_digest": self.mask_digest,
+            "weight": self.weight,
+            "n_values": self.n_values,
+            "values_per_ciphertext": self.values_per_ciphertext,
+            "n_ciphertexts": self.n_ciphertexts,
+            "contributors": list(self.contributors),
+        }
+        if self.version >= 2:
+            fields.update(
+                federation_id=self.federation_id,
+                round=self.round,
+                attempt=self.attempt,
+                participants_digest=self.participants_digest,
+                channel=self.channel,
+            )
+        body = json.dumps(fields, separators=(",", ":"), ensure_ascii=True).encode()
         return _PREFIX.pack(MAGIC, self.version, len(body)) + body
 
     def frame_values(self, index: int) -> int:
@@ -158,8 +187,9 @@ def _decode_header(version: int, body: bytes) -> UpdateHeader:
         raw: Any = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedStreamError(f"header is not JSON: {exc}") from exc
-    if not isinstance(raw, dict) or set(raw) != _HEADER_KEYS:
-        raise MalformedStreamError(f"header must hold exactly the keys {sorted(_HEADER_KEYS)}")
+    keys = _HEADER_KEYS[version]
+    if not isinstance(raw, dict) or set(raw) != keys:
+        raise MalformedStreamError(f"header must hold exactly the keys {sorted(keys)}")
     kind, preset = raw["kind"], raw["preset"]
     if kind not in KINDS:
         raise MalformedStreamError(f"header kind must be one of {KINDS}, got {kind!r}")
@@ -188,6 +218,15 @@ def _decode_header(version: int, body: bytes) -> UpdateHeader:
         raise MalformedStreamError("header contributors must be a list of non-empty ids")
     if kind == "update" and len(contributors) > 1:
         raise MalformedStreamError("an update has at most one contributor")
+    binding: dict[str, Any] = {}
+    if version >= 2:
+        binding = {k: raw[k] for k in _BINDING_KEYS}
+        for key in ("federation_id", "participants_digest", "channel"):
+            if not isinstance(binding[key], str) or len(binding[key]) > _MAX_ID_CHARS:
+                raise MalformedStreamError(f"header {key} must be a string of <= 256 characters")
+        for key in ("round", "attempt"):
+            if not _is_int(binding[key]) or not 0 <= binding[key] < 2**31:
+                raise MalformedStreamError(f"header {key} must be an integer in [0, 2^31)")
     return UpdateHeader(
         version=version,
         kind=kind,
@@ -199,6 +238,7 @@ def _decode_header(version: int, body: bytes) -> UpdateHeader:
         values_per_ciphertext=raw["values_per_ciphertext"],
         n_ciphertexts=raw["n_ciphertexts"],
         contributors=tuple(contributors),
+        **binding,
     )
 
 
@@ -209,7 +249,10 @@ class UpdateParser:
     the ciphertext payloads that completed and passed validation, and raises the typed wire
     error as soon as something is wrong. With ``public_ctx``, every frame is loaded under its
     parameters (so a ciphertext made under other parameters is refused) and the context digest
-    defaults to the context's. :meth:`finish` says whether the stream was complete.
+    defaults to the context's. With ``expect_binding`` (and ``expect_channel``) the header must
+    name exactly that federation, round, attempt, participant set (and channel):
+    :class:`RoundMismatchError` otherwise, and a version 1 stream (which names none) is refused.
+    :meth:`finish` says whether the stream was complete.
     """
 
     def __init__(
@@ -221,6 +264,8 @@ class UpdateParser:
         expect_mask_digest: str | None = None,
         expect_values: int | None = None,
         max_frame_bytes: int | None = None,
+        expect_binding: RoundBinding | None = None,
+        expect_channel: str | None = None,
     ) -> None:
         if expect_kind is not None and expect_kind not in KINDS:
             raise ConfigError(f"expect_kind must be one of {KINDS} or None")
@@ -229,6 +274,8 @@ class UpdateParser:
         self._expect_digest = expect_context_digest
         self._expect_mask = expect_mask_digest
         self._expect_values = expect_values
+        self._expect_binding = expect_binding
+        self._expect_channel = expect_channel
         self._max_frame_arg = max_frame_bytes
         self._max_frame = max_frame_bytes or DEFAULT_MAX_FRAME_BYTES
         self._preset: CkksPreset | None = public_ctx.preset if public_ctx else None
@@ -325,9 +372,14 @@ class UpdateParser:
         head = bytes(self._buf[self._pos : self._pos + _PREFIX.size])
         if head[:4] != MAGIC[: len(head)]:
             raise MalformedStreamError("not an encrypted-update stream (bad magic)")
-        if len(head) > 4 and head[4] != FORMAT_VERSION:
+        if len(head) > 4 and head[4] not in READABLE_VERSIONS:
             raise MalformedStreamError(
-                f"unsupported format version {head[4]} (this reader knows {FORMAT_VERSION})"
+                f"unsupported format version {head[4]} (this reader knows {READABLE_VERSIONS})"
+            )
+        if len(head) > 4 and head[4] < 2 and self._expect_binding is not None:
+            raise MalformedStreamError(
+                f"format version {head[4]} (release 0.1) names no round: uploads must be version "
+                f"{FORMAT_VERSION}; upgrade the site"
             )
         if len(head) < _PREFIX.size:
             return False
@@ -370,6 +422,7 @@ class UpdateParser:
                 f"stream made under mask {h.mask_digest[:16]}…, the round's mask is "
                 f"{self._expect_mask[:16]}…"
             )
+        self._check_binding(h)
         if self._expect_values is not None and h.n_values != self._expect_values:
             raise CountMismatchError(
                 f"stream carries {h.n_values} values, the round expects {self._expect_values}"
@@ -382,6 +435,21 @@ class UpdateParser:
             )
         if self._max_frame_arg is None and self._preset is not None:
             self._max_frame = frame_bound(self._preset)
+
+    def _check_binding(self, h: UpdateHeader) -> None:
+        want = self._expect_binding
+        if want is not None and h.binding != want:
+            got = h.binding
+            raise RoundMismatchError(
+                f"stream made for federation {got.federation_id[:12]!r} round {got.round} attempt "
+                f"{got.attempt} participants {got.participants_digest[:12]!r}; the round is "
+                f"federation {want.federation_id[:12]!r} round {want.round} attempt {want.attempt} "
+                f"participants {want.participants_digest[:12]!r}"
+            )
+        if self._expect_channel is not None and h.channel != self._expect_channel:
+            raise RoundMismatchError(
+                f"stream made for channel {h.channel!r}, uploaded as {self._expect_channel!r}"
+            )
 
     def _check_frame(self, payload: bytes) -> Frame | None:
         assert self._header is not None
@@ -425,6 +493,7 @@ def read_update(
     expect_mask_digest: str | None = None,
     expect_values: int | None = None,
     max_frame_bytes: int | None = None,
+    expect_binding: RoundBinding | None = None,
 ) -> tuple[UpdateHeader, Iterator[bytes]]:
     """Pull-style reader: the header at once, then an iterator of validated frame payloads.
 
@@ -438,6 +507,7 @@ def read_update(
         expect_mask_digest=expect_mask_digest,
         expect_values=expect_values,
         max_frame_bytes=max_frame_bytes,
+        expect_binding=expect_binding,
     )
     chunks = iter_source(source)
     pending: deque[bytes] = deque()

@@ -47,6 +47,7 @@ from fedsparsify.platform.pruning import (
     majority_mask,
     random_mask,
 )
+from fedsparsify.platform.round_rules import round_to_grid, round_weights
 from fedsparsify.platform.schedules import target_sparsity
 from fedsparsify.platform.spec import FederationSpec, Method
 from fedsparsify.platform.training import evaluate, train_local
@@ -60,6 +61,7 @@ __all__ = [
     "apply_global_update",
     "check_compatible",
     "next_mask",
+    "rounded",
     "validate_updates",
 ]
 
@@ -145,14 +147,25 @@ def validate_updates(updates: Sequence[LocalUpdate]) -> None:
             raise PlatformError(f"update {i} has {u.votes.shape} votes, expected {n}")
 
 
-def aggregate(updates: Sequence[LocalUpdate]) -> GlobalUpdate:
-    """Plaintext reference aggregation: sample-weighted mean of values; plain mean of votes."""
+def aggregate(
+    updates: Sequence[LocalUpdate],
+    *,
+    weighting: str = "samples",
+    max_weight_share: float = 1.0,
+) -> GlobalUpdate:
+    """Plaintext reference aggregation: weighted mean of values (weights by the federation's
+    rule, :func:`~fedsparsify.platform.round_rules.round_weights`; by default plain sample
+    counts); plain mean of votes."""
     validate_updates(updates)
-    total = sum(u.num_samples for u in updates)
+    weights = round_weights(
+        {str(i): u.num_samples for i, u in enumerate(updates)},
+        weighting=weighting,
+        max_weight_share=max_weight_share,
+    )
     acc = np.zeros(updates[0].values.shape, dtype=np.float64)
-    for u in updates:
-        acc += u.num_samples * u.values.astype(np.float64)
-    mean = (acc / total).astype(np.float32)
+    for i, u in enumerate(updates):
+        acc += weights[str(i)] * u.values.astype(np.float64)
+    mean = acc.astype(np.float32)
     votes: np.ndarray | None = None
     if updates[0].votes is not None:
         count = np.zeros(updates[0].values.shape, dtype=np.float64)
@@ -161,6 +174,17 @@ def aggregate(updates: Sequence[LocalUpdate]) -> GlobalUpdate:
             count += u.votes
         votes = (count / len(updates)).astype(np.float32)
     return GlobalUpdate(mean=mean, vote_fraction=votes, mask_digest=updates[0].mask_digest)
+
+
+def rounded(update: GlobalUpdate) -> GlobalUpdate:
+    """``update`` with its averages on the result grid, as every site uses it (see
+    :mod:`fedsparsify.platform.round_rules`)."""
+    votes = update.vote_fraction
+    return GlobalUpdate(
+        mean=round_to_grid(update.mean),
+        vote_fraction=None if votes is None else round_to_grid(votes),
+        mask_digest=update.mask_digest,
+    )
 
 
 def apply_global_update(

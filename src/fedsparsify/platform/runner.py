@@ -18,7 +18,13 @@ from fedsparsify.errors import ConfigError, MaskError
 from fedsparsify.platform.data.sitedata import FederatedData
 from fedsparsify.platform.masks import Mask, full_mask, sparsity
 from fedsparsify.platform.models import build_model
-from fedsparsify.platform.rounds import GlobalUpdate, Site, aggregate, apply_global_update
+from fedsparsify.platform.rounds import (
+    GlobalUpdate,
+    Site,
+    aggregate,
+    apply_global_update,
+    rounded,
+)
 from fedsparsify.platform.spec import FederationSpec
 from fedsparsify.platform.training import evaluate
 
@@ -63,7 +69,13 @@ class InProcessFederation:
         if len(digests) != 1:
             raise MaskError(f"sites disagree on the round-{round_index} mask: {sorted(digests)}")
         updates = [site.train() for site in self.sites]
-        update = aggregate(updates)
+        update = rounded(
+            aggregate(
+                updates,
+                weighting=self.spec.weighting,
+                max_weight_share=self.spec.max_weight_share,
+            )
+        )
         self.global_mask = apply_global_update(
             self.global_model, plans[0], update, self.spec.method
         )

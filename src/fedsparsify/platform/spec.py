@@ -7,11 +7,12 @@ because both sides of the wire must read it identically.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "EnrollmentSpec",
     "FederationSpec",
     "Method",
     "ModelSpec",
@@ -24,6 +25,8 @@ Method = Literal["fedsparsify-global", "fedsparsify-local", "random", "fedavg"]
 
 #: Longest round deadline a spec may ask for (one year): a deadline must stay a real date.
 MAX_ROUND_TIMEOUT_S = 365 * 24 * 3600.0
+#: A join code's default lifetime (7 days).
+DEFAULT_JOIN_CODE_S = 7 * 24 * 3600.0
 
 
 class _Frozen(BaseModel):
@@ -78,8 +81,34 @@ class TrainingSpec(_Frozen):
     proximal_mu: float = Field(0.0, ge=0.0, description="FedProx term; 0 disables it")
 
 
+class EnrollmentSpec(_Frozen):
+    """How sites may join: the join code's lifetime and uses, and whether late joiners may."""
+
+    max_uses: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="registrations the join code allows (default: min_clients)",
+    )
+    expires_after_s: float = Field(
+        DEFAULT_JOIN_CODE_S, gt=0.0, le=MAX_ROUND_TIMEOUT_S, description="join code lifetime"
+    )
+    late_joiners: bool = Field(
+        False, description="keep registration open after round 0 opens (closed by default)"
+    )
+
+
 class FederationSpec(_Frozen):
-    """Everything a federation is created with."""
+    """Everything a federation is created with.
+
+    Trust settings: ``weighting`` (``samples`` or ``equal``) with no site's share above
+    ``max_weight_share`` (see :mod:`fedsparsify.platform.round_rules`), an optional per-site
+    sample cap checked at registration, ``pairwise_masks`` (on by default for encrypted presets:
+    the aggregator then learns neither updates nor their sum; impossible for ``plaintext``), and
+    ``max_attempts``: how often a round may restart with the sites that uploaded when some
+    participant misses the deadline (each restart lets an aggregator that lies about who dropped
+    compare two sums; 1 rules that out, and a dropout then fails the round).
+    """
 
     name: str = Field(..., min_length=1, max_length=128)
     rounds: int = Field(10, ge=1, le=10_000)
@@ -93,6 +122,24 @@ class FederationSpec(_Frozen):
     model: ModelSpec = Field(default_factory=ModelSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     seed: int = 0
+    weighting: Literal["samples", "equal"] = "samples"
+    max_weight_share: float = Field(0.5, gt=0.0, le=1.0, description="cap on any site's weight")
+    max_samples_per_site: int | None = Field(
+        None, ge=1, le=2**40, description="refuse registrations declaring more samples"
+    )
+    pairwise_masks: bool = Field(
+        True, description="mask every upload pairwise (default: on for encrypted presets)"
+    )
+    max_attempts: int = Field(2, ge=1, le=10, description="attempts per round (dropouts)")
+    enrollment: EnrollmentSpec = Field(default_factory=EnrollmentSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_masks(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("pairwise_masks") is None:
+            encrypted = data.get("crypto_preset", "lean") != "plaintext"
+            data = {**data, "pairwise_masks": encrypted}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> FederationSpec:
@@ -102,4 +149,11 @@ class FederationSpec(_Frozen):
             raise ValueError("method 'fedavg' prunes nothing: use schedule kind 'none'")
         if self.method != "fedavg" and self.schedule.kind == "none":
             raise ValueError(f"method {self.method!r} needs a pruning schedule, not 'none'")
+        if self.pairwise_masks and self.crypto_preset == "plaintext":
+            raise ValueError("pairwise_masks need an encrypted preset; plaintext cannot carry them")
         return self
+
+    @property
+    def join_code_uses(self) -> int:
+        """Registrations the join code allows."""
+        return self.enrollment.max_uses or self.min_clients

@@ -6,8 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header
 
-from fedsparsify.api.routes.deps import MemberDep, SessionDep
-from fedsparsify.api.schemas import ClientOut, ClientRegistered, ClientRegistration, ErrorBody
+from fedsparsify.api.routes.deps import AdminDep, MemberDep, SessionDep
+from fedsparsify.api.schemas import (
+    ClientOut,
+    ClientRegistered,
+    ClientRegistration,
+    ErrorBody,
+    MemberRemoved,
+)
 from fedsparsify.api.services import clients as service
 from fedsparsify.api.services.federations import get_federation
 
@@ -32,9 +38,13 @@ def register(
     x_enrollment_token: Annotated[str | None, Header()] = None,
     authorization: Annotated[str | None, Header()] = None,
 ) -> ClientRegistered:
-    """Join the federation with its enrolment token (header ``X-Enrollment-Token``, or
+    """Join the federation with its join code's token (header ``X-Enrollment-Token``, or
     ``Authorization: Bearer <enrolment token>``), a name (unique in the federation: 409
-    otherwise), an X25519 public key (32 raw bytes, base64) and the local sample count.
+    otherwise), three public keys (32 raw bytes each, base64: ``public_key`` X25519 for the key
+    envelope, ``signing_key`` Ed25519, ``mask_key`` X25519; an all-zero or low-order X25519
+    point: 422) and the local sample count (above the spec's ``max_samples_per_site``: 422).
+    401 when the join code is wrong, expired, used up or revoked; 409 once round 0 has opened
+    (unless the spec allows late joiners) or for a taken name.
 
     The answer's ``token`` is this client's bearer token, shown only here (stored hashed). The
     first client to register is the key dealer (``is_dealer``)."""
@@ -57,3 +67,15 @@ def list_clients(fid: str, _caller: MemberDep, session: SessionDep) -> list[Clie
     for each) and whether their envelope is sealed."""
     get_federation(session, fid)
     return service.list_clients(session, fid)
+
+
+@router.delete(
+    "/{client_id}",
+    response_model=MemberRemoved,
+    summary="Remove a member (admin)",
+    responses={403: {"model": ErrorBody}},
+)
+def remove_client(fid: str, client_id: str, _admin: AdminDep, session: SessionDep) -> MemberRemoved:
+    """The member's token stops working and it is a participant of no new round."""
+    get_federation(session, fid)
+    return service.remove_client(session, fid, client_id)

@@ -17,11 +17,14 @@ from fedsparsify.api.routes.deps import (
     bearer_scheme,
 )
 from fedsparsify.api.schemas import (
+    EnrollmentOut,
+    EnrollmentRotation,
     ErrorBody,
     FederationCreated,
     FederationOut,
     FederationSummary,
 )
+from fedsparsify.api.services import enrollment
 from fedsparsify.api.services import federations as service
 from fedsparsify.platform.spec import FederationSpec
 
@@ -97,3 +100,30 @@ def get_spec(
         enrollment_token=x_enrollment_token,
         bearer=credentials.credentials if credentials is not None else None,
     )
+
+
+@router.post(
+    "/{fid}/enrollment",
+    status_code=201,
+    response_model=EnrollmentOut,
+    summary="Rotate the join code (admin)",
+    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+)
+def rotate_enrollment(
+    fid: str, body: EnrollmentRotation, _admin: AdminDep, session: SessionDep
+) -> EnrollmentOut:
+    """Issue a new join code (shown only here); the old one stops working at once. Its limits
+    default to the spec's ``enrollment`` (lifetime; uses: ``max_uses`` or ``min_clients``)."""
+    fed = service.get_federation(session, fid)
+    return enrollment.rotate_join_code(session, fed, service.spec_of(fed), body)
+
+
+@router.delete(
+    "/{fid}/enrollment",
+    status_code=204,
+    summary="Revoke the join code (admin)",
+    responses={404: {"model": ErrorBody}},
+)
+def revoke_enrollment(fid: str, _admin: AdminDep, session: SessionDep) -> None:
+    """The join code stops working; no one registers until the admin rotates it."""
+    enrollment.revoke_join_code(session, service.get_federation(session, fid))

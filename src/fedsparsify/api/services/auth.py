@@ -96,6 +96,8 @@ def resolve_caller(state: AppState, session: Session, token: str | None) -> Call
     client = session.scalars(select(ClientRow).where(ClientRow.token_hash == digest)).first()
     if client is None or not token_matches(token, client.token_hash):
         raise AuthenticationError("unknown or revoked token")
+    if client.removed_at is not None:
+        raise AuthenticationError("this client was removed from its federation by the admin")
     touch(session, client, now(), state.settings.client_liveness_s)
     return Caller(
         is_admin=False,

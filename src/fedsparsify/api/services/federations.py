@@ -26,14 +26,9 @@ from fedsparsify.api.schemas import (
     RoundHistory,
     iso,
 )
-from fedsparsify.api.security import (
-    ENROLLMENT_PREFIX,
-    hash_token,
-    new_id,
-    new_token,
-    token_matches,
-)
+from fedsparsify.api.security import hash_token, new_id, token_matches
 from fedsparsify.api.services.auth import require_member, resolve_caller
+from fedsparsify.api.services.enrollment import check_join_code, issue_join_code
 from fedsparsify.api.services.liveness import active_ids
 from fedsparsify.api.state import AppState
 from fedsparsify.crypto import get_preset
@@ -114,7 +109,10 @@ def _enrolled(session: Session, federation_id: str, token: str) -> FederationRow
     ).first()
     if fed is None or fed.id != federation_id:
         return None
-    return fed if token_matches(token, fed.enrollment_token_hash) else None
+    if not token_matches(token, fed.enrollment_token_hash):
+        return None
+    check_join_code(fed, at=now())
+    return fed
 
 
 def create_federation(
@@ -122,19 +120,20 @@ def create_federation(
 ) -> FederationCreated:
     """Store a new federation; the answer carries its enrolment token (only time it is seen)."""
     get_preset(spec.crypto_preset)
-    token = new_token(ENROLLMENT_PREFIX)
     fed = FederationRow(
-        id=new_id(),
-        name=spec.name,
-        spec=spec.model_dump(mode="json"),
-        state="enrolling",
-        enrollment_token_hash=hash_token(token),
+        id=new_id(), name=spec.name, spec=spec.model_dump(mode="json"), state="enrolling"
     )
+    token = issue_join_code(fed, spec)
     session.add(fed)
     session.commit()
     log.info("federation %s (%s) created, preset %s", fed.id, fed.name, spec.crypto_preset)
     out = describe_federation(session, fed, liveness_s=liveness_s)
-    return FederationCreated(**out.model_dump(), enrollment_token=token)
+    return FederationCreated(
+        **out.model_dump(),
+        enrollment_token=token,
+        enrollment_expires_at=iso(fed.enrollment_expires_at),
+        enrollment_max_uses=int(fed.enrollment_max_uses or 0),
+    )
 
 
 def list_federations(session: Session) -> list[FederationSummary]:
@@ -189,10 +188,15 @@ def describe_federation(
             metrics[m.round_id][m.client_id] = dict(m.metrics)
     active = active_ids(session, fed.id, clients, at=now(), window_s=liveness_s)
     required = keys_required(fed)
-    awaiting = [c.id for c in clients if not c.is_dealer and c.envelope_bytes is None]
+    awaiting = [
+        c.id
+        for c in clients
+        if not c.is_dealer and c.envelope_bytes is None and c.removed_at is None
+    ]
     history = [
         RoundHistory(
             index=r.index,
+            attempt=r.attempt or 0,
             state=r.state,
             reason=r.reason,
             participants=list(r.participants),
@@ -222,9 +226,11 @@ def describe_federation(
             ParticipantOut(
                 id=c.id,
                 name=c.name,
+                fingerprint=c.fingerprint,
                 num_samples=c.num_samples,
                 is_dealer=c.is_dealer,
                 has_envelope=c.envelope_bytes is not None,
+                removed=c.removed_at is not None,
                 last_seen_at=iso(c.last_seen_at),
                 active=c.id in active,
             )

@@ -123,6 +123,8 @@ def put_envelope(
     target = get_client(session, fed.id, client_id)
     if target.is_dealer:
         raise ConflictError("the key dealer holds the secret key itself; it needs no envelope")
+    if target.removed_at is not None:
+        raise ConflictError(f"client {target.id} was removed from the federation")
     if not data:
         raise CryptoError("an envelope cannot be empty")
     replaced = target.envelope_bytes is not None

@@ -1,7 +1,11 @@
 """A round's life: open (participants, deadline), close or fail at the deadline, auto-advance.
 
-A round closes when every participant uploaded every channel, or at its deadline once ``quorum``
-clients uploaded everything (else it fails). At close the aggregate holds exactly the clients that
+A round closes when every participant uploaded every channel. At its deadline, with pairwise
+masks (the default for encrypted presets) the missing participants' masks do not cancel, so the
+round restarts as a new *attempt* with the ones that uploaded (same index, new participant set,
+weights and masks; the survivors upload again) while ``quorum`` is met and ``max_attempts`` is
+not used up, and fails otherwise; without masks it closes with the ones that uploaded (or fails
+below ``quorum``). At close the aggregate holds exactly the clients that
 uploaded *every* channel (:meth:`RoundFiles.write_aggregate`), so a dropped client is never in
 either channel's ciphertext sum nor in its weight sum. After the last round the federation is
 ``completed``; with ``auto_advance`` the next round opens when one finishes.
@@ -15,10 +19,10 @@ import logging
 import time
 from collections.abc import Sequence
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.orm import Session
 
-from fedsparsify.api.db import ClientRow, FederationRow, RoundRow, now
+from fedsparsify.api.db import ClientRow, FederationRow, RoundRow, UploadRow, now
 from fedsparsify.api.schemas import RoundOut
 from fedsparsify.api.services.federations import get_federation, keys_required, spec_of
 from fedsparsify.api.services.keys import load_public_context
@@ -32,18 +36,14 @@ from fedsparsify.api.services.round_queries import (
 )
 from fedsparsify.api.services.round_store import RoundFiles
 from fedsparsify.api.state import AppState
+from fedsparsify.crypto import participants_digest
 from fedsparsify.errors import ConflictError, NotFoundError
+from fedsparsify.platform.round_rules import channels_for, round_weights
+from fedsparsify.platform.spec import FederationSpec
 
-__all__ = ["RoundLifecycle", "channels_for"]
+__all__ = ["RoundLifecycle"]
 
 log = logging.getLogger(__name__)
-
-VALUES, VOTES = "values", "votes"
-
-
-def channels_for(method: str) -> list[str]:
-    """FedSparsify-Local also sums encrypted 0/1 mask votes."""
-    return [VALUES, VOTES] if method == "fedsparsify-local" else [VALUES]
 
 
 class RoundLifecycle:
@@ -80,7 +80,7 @@ class RoundLifecycle:
             raise ConflictError(f"all {spec.rounds} rounds of the federation have run")
         clients = session.scalars(
             select(ClientRow)
-            .where(ClientRow.federation_id == fed.id)
+            .where(ClientRow.federation_id == fed.id, ClientRow.removed_at.is_(None))
             .order_by(ClientRow.created_at)
         ).all()
         if len(clients) < spec.min_clients:
@@ -98,20 +98,23 @@ class RoundLifecycle:
                 )
         else:
             holders = list(clients)
+        if spec.pairwise_masks and any(c.mask_key is None for c in holders):
+            raise ConflictError(
+                "the spec asks for pairwise masks but some key holders registered no mask key "
+                "(release 0.1 registrations): they must register again"
+            )
         opened = now()
         participants = self._live(session, fed.id, index, holders, spec.quorum, opened)
         rnd = RoundRow(
             federation_id=fed.id,
             index=index,
             state="open",
-            participants=[c.id for c in participants],
-            total_samples=sum(c.num_samples for c in participants),
             quorum=spec.quorum,
             channels=channels_for(spec.method),
-            deadline=opened + spec.round_timeout_s,
             opened_at=opened,
             context_digest=fed.context_digest,
         )
+        self._set_participants(rnd, spec, participants, attempt=0, at=opened)
         session.add(rnd)
         fed.state = "running"
         session.commit()
@@ -124,6 +127,29 @@ class RoundLifecycle:
             spec.round_timeout_s,
         )
         return rnd
+
+    @staticmethod
+    def _set_participants(
+        rnd: RoundRow,
+        spec: FederationSpec,
+        participants: Sequence[ClientRow],
+        *,
+        attempt: int,
+        at: float,
+    ) -> None:
+        """Fix an attempt's participants, their weights, the set's digest and the deadline."""
+        rnd.attempt = attempt
+        rnd.participants = [c.id for c in participants]
+        rnd.total_samples = sum(c.num_samples for c in participants)
+        rnd.weights = round_weights(
+            {c.id: c.num_samples for c in participants},
+            weighting=spec.weighting,
+            max_weight_share=spec.max_weight_share,
+        )
+        rnd.participants_digest = participants_digest(
+            {c.id: c.mask_key or b"" for c in participants}
+        )
+        rnd.deadline = at + spec.round_timeout_s
 
     def _live(
         self,
@@ -189,18 +215,37 @@ class RoundLifecycle:
             if rnd.state not in UNFINISHED:
                 return
             complete = complete_uploaders(rnd, uploads_of(session, rnd))
+            spec = spec_of(get_federation(session, fid))
             if rnd.state == "aggregating":
                 decision = "close"
                 complete = list(rnd.contributors or complete)
             elif set(complete) == set(rnd.participants):
                 decision = "close"
             elif now() >= rnd.deadline:
-                decision = "close" if len(complete) >= rnd.quorum else "fail"
+                enough = len(complete) >= rnd.quorum
+                if enough and spec.pairwise_masks:
+                    # The missing ones' masks do not cancel: restart with those that uploaded.
+                    decision = "retry" if (rnd.attempt or 0) + 1 < spec.max_attempts else "fail"
+                else:
+                    decision = "close" if enough else "fail"
             else:
+                return
+            if decision == "retry":
+                self._next_attempt(session, rnd, spec, complete)
                 return
             if decision == "fail":
                 rnd.state = "failed"
-                rnd.reason = f"deadline passed with {len(complete)} of quorum {rnd.quorum} uploads"
+                if len(complete) < rnd.quorum:
+                    rnd.reason = (
+                        f"deadline passed with {len(complete)} of quorum {rnd.quorum} uploads "
+                        f"(attempt {rnd.attempt or 0})"
+                    )
+                else:
+                    rnd.reason = (
+                        f"deadline passed with {len(complete)} of {len(rnd.participants)} "
+                        f"uploads and no attempt left ({spec.max_attempts} allowed with "
+                        "pairwise masks)"
+                    )
                 rnd.closed_at = now()
                 session.commit()
                 self.state.metrics.rounds_failed.inc()
@@ -212,6 +257,30 @@ class RoundLifecycle:
                 self._close(session, rnd, complete)
         self.files.discard(fid, index, keep_uploads=self.state.settings.keep_uploads)
         self.after_finish(fid, index)
+
+    def _next_attempt(
+        self, session: Session, rnd: RoundRow, spec: FederationSpec, complete: list[str]
+    ) -> None:
+        """Restart the round with ``complete`` (new attempt, new masks, new weights): the
+        uploads of this attempt are dropped, the survivors upload again."""
+        fid, index = rnd.federation_id, rnd.index
+        missing = [c for c in rnd.participants if c not in complete]
+        rows = {
+            c.id: c
+            for c in session.scalars(select(ClientRow).where(ClientRow.id.in_(complete))).all()
+        }
+        attempt = (rnd.attempt or 0) + 1
+        session.execute(delete(UploadRow).where(UploadRow.round_id == rnd.id))
+        self._set_participants(rnd, spec, [rows[c] for c in complete], attempt=attempt, at=now())
+        rnd.state = "open"
+        rnd.reason = (
+            f"attempt {attempt - 1} missed {len(missing)} participant(s) ({', '.join(missing)}); "
+            f"attempt {attempt} with the {len(complete)} that uploaded"
+        )
+        session.commit()
+        self.files.discard_uploads(fid, index)
+        self.state.metrics.rounds_retried.inc()
+        log.warning("federation %s round %d: %s", fid, index, rnd.reason)
 
     def _close(self, session: Session, rnd: RoundRow, complete: list[str]) -> None:
         fid, index = rnd.federation_id, rnd.index

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fedsparsify.api.db import RoundRow, UploadRow
+from fedsparsify.api.db import FederationRow, RoundRow, UploadRow
 from fedsparsify.api.schemas import RoundOut, iso
 from fedsparsify.api.services.liveness import complete_uploaders
 from fedsparsify.errors import NotFoundError
@@ -39,17 +39,24 @@ def uploads_of(session: Session, rnd: RoundRow) -> list[UploadRow]:
     )
 
 
-def round_out(session: Session, rnd: RoundRow) -> RoundOut:
+def round_out(session: Session, rnd: RoundRow, *, pairwise_masks: bool | None = None) -> RoundOut:
     """The public view of a round."""
+    if pairwise_masks is None:
+        fed = session.get(FederationRow, rnd.federation_id)
+        pairwise_masks = bool(fed is not None and fed.spec.get("pairwise_masks", False))
     uploads = uploads_of(session, rnd)
     per_channel: dict[str, list[str]] = {ch: [] for ch in rnd.channels}
     for up in uploads:
         per_channel.setdefault(up.channel, []).append(up.client_id)
     return RoundOut(
         index=rnd.index,
+        attempt=rnd.attempt or 0,
         state=rnd.state,
         reason=rnd.reason,
         participants=list(rnd.participants),
+        participants_digest=rnd.participants_digest,
+        weights=dict(rnd.weights or {}),
+        pairwise_masks=bool(pairwise_masks),
         total_samples=rnd.total_samples,
         deadline=iso(rnd.deadline),
         quorum=rnd.quorum,

@@ -141,6 +141,14 @@ class RoundFiles:
             self.blobs.commit(self.fold(ctx, paths), target)
         return self.blobs.size(target)
 
+    def discard_uploads(self, fid: str, index: int) -> None:
+        """Drop a round's uploads and running sums (an attempt that will not close)."""
+        folder = round_dir(fid, index)
+        for key in self.blobs.list(folder):
+            if key.rsplit("/", 1)[-1].startswith("sum-"):
+                self.blobs.delete(key)
+        self.blobs.delete_tree(f"{folder}/uploads")
+
     def discard(self, fid: str, index: int, *, keep_uploads: bool) -> None:
         """After a round finished: its running sums go, and its uploads unless kept."""
         folder = round_dir(fid, index)

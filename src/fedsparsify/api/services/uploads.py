@@ -26,12 +26,12 @@ from fedsparsify.api.schemas import UploadAccepted
 from fedsparsify.api.services.auth import Caller
 from fedsparsify.api.services.federations import get_federation, spec_of
 from fedsparsify.api.services.keys import load_public_context
-from fedsparsify.api.services.lifecycle import VALUES, RoundLifecycle
+from fedsparsify.api.services.lifecycle import RoundLifecycle
 from fedsparsify.api.services.liveness import complete_uploaders
 from fedsparsify.api.services.round_queries import ACCEPTING, get_round_row, uploads_of
 from fedsparsify.api.services.round_store import RoundFiles, sum_key, upload_key
 from fedsparsify.api.state import AppState
-from fedsparsify.crypto import PublicContext, UpdateHeader, UpdateParser
+from fedsparsify.crypto import PublicContext, RoundBinding, UpdateHeader, UpdateParser
 from fedsparsify.errors import (
     ConflictError,
     CountMismatchError,
@@ -41,10 +41,19 @@ from fedsparsify.errors import (
     PayloadTooLargeError,
     PermissionDeniedError,
     RoundClosedError,
+    RoundMismatchError,
     ValueRangeError,
 )
+from fedsparsify.platform.round_rules import VALUES, vote_weight
 
-__all__ = ["FEED_BYTES", "StagedUpload", "UploadService", "UploadTicket", "stage_upload"]
+__all__ = [
+    "FEED_BYTES",
+    "StagedUpload",
+    "UploadService",
+    "UploadTicket",
+    "binding_of",
+    "stage_upload",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +76,7 @@ class UploadTicket:
     expect_mask: str | None
     expect_values: int | None
     max_bytes: int
+    binding: RoundBinding
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,8 @@ async def stage_upload(
         expect_context_digest=ticket.context_digest,
         expect_mask_digest=ticket.expect_mask,
         expect_values=ticket.expect_values,
+        expect_binding=ticket.binding,
+        expect_channel=ticket.channel,
     )
     digest = hashlib.sha256()
     total = 0
@@ -175,6 +187,7 @@ class UploadService:
                 expect_mask=rnd.mask_digest,
                 expect_values=rnd.value_count,
                 max_bytes=self.state.settings.max_upload_bytes,
+                binding=binding_of(rnd),
             )
 
     def commit(self, ticket: UploadTicket, staged: StagedUpload) -> UploadAccepted:
@@ -316,27 +329,39 @@ class UploadService:
             raise CountMismatchError(
                 f"update carries {header.n_values} values, the round expects {rnd.value_count}"
             )
+        if header.binding != binding_of(rnd) or header.channel != ticket.channel:
+            raise RoundMismatchError(
+                f"update made for round {header.round} attempt {header.attempt}; round {rnd.index}"
+                f" is at attempt {rnd.attempt or 0} with another participant set: upload again"
+            )
         if header.contributors != (ticket.client_id,):
             raise PermissionDeniedError(
                 f"the update's header names contributors {list(header.contributors)}; it must "
                 f"name exactly you ({ticket.client_id})"
             )
-        if ticket.channel == VALUES:
-            client = self._client(session, fed.id, ticket.client_id)
+        if ticket.channel == VALUES and rnd.weights:
+            share = float(rnd.weights[ticket.client_id])
+            what = "the round's weight for you (weighting and max_weight_share of the spec)"
+        elif ticket.channel == VALUES:  # a round opened by release 0.1
+            client = session.get(ClientRow, ticket.client_id)
+            assert client is not None
             share = client.num_samples / rnd.total_samples
             what = f"num_samples / total_samples = {client.num_samples}/{rnd.total_samples}"
         else:
-            share = 1.0 / len(rnd.participants)
+            share = vote_weight(len(rnd.participants))
             what = f"1 / participants = 1/{len(rnd.participants)}"
         if header.weight > share * (1.0 + WEIGHT_SLACK) + 1e-12:
             raise ValueRangeError(
-                f"weight {header.weight:.9g} exceeds your share {share:.9g} ({what}): the "
-                "weights of a round must sum to at most 1"
+                f"weight {header.weight:.9g} exceeds your share {share:.9g} ({what}): no site "
+                "may weigh more than its share, and the weights of a round sum to at most 1"
             )
 
-    @staticmethod
-    def _client(session: Session, fid: str, client_id: str) -> ClientRow:
-        client = session.get(ClientRow, client_id)
-        if client is None or client.federation_id != fid:
-            raise NotFoundError(f"no client {client_id!r}")
-        return client
+
+def binding_of(rnd: RoundRow) -> RoundBinding:
+    """What an upload to the round's current attempt must be made for."""
+    return RoundBinding(
+        federation_id=rnd.federation_id,
+        round=rnd.index,
+        attempt=rnd.attempt or 0,
+        participants_digest=rnd.participants_digest or "",
+    )
