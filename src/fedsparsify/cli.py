@@ -270,7 +270,7 @@ def client(
     """Join a federation as a site and take part in every round until it completes."""
     from fedsparsify.clients.runtime import ClientRuntime
     from fedsparsify.clients.state import StateDir
-    from fedsparsify.errors import FedsparsifyError, TrustError
+    from fedsparsify.errors import EnvelopeError, FedsparsifyError, TrustError
     from fedsparsify.platform.data import load_site
 
     logging.basicConfig(
@@ -299,7 +299,7 @@ def client(
             trust_aggregator_roster=trust_aggregator_roster,
         )
         reports = runtime.run()
-    except TrustError as exc:
+    except (TrustError, EnvelopeError) as exc:
         typer.secho(f"refused: {exc}", err=True, fg="red")
         raise typer.Exit(code=2) from exc
     except FedsparsifyError as exc:
