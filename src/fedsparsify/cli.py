@@ -209,6 +209,79 @@ def federation_start_round(
     typer.echo(f"round {status.index}: {status.state}, participants {len(status.participants)}")
 
 
+@federation_app.command("members")
+def federation_members(
+    federation_id: str, server: ServerOpt, admin_token: AdminOpt, ca: CaOpt = None
+) -> None:
+    """List members: name, id, fingerprint (as registered), samples, dealer, key, removed."""
+    from fedsparsify.errors import FedsparsifyError
+
+    try:
+        members = _admin(server, admin_token, ca).list_clients(federation_id)
+    except FedsparsifyError as exc:
+        raise _fail(exc) from exc
+    for m in members:
+        flags = [
+            "dealer" if m["is_dealer"] else "",
+            "key" if m["has_envelope"] or m["is_dealer"] else "no key",
+            "REMOVED" if m["removed"] else "",
+        ]
+        typer.echo(
+            f"{m['name']:<24} {m['id']}  {m['fingerprint']}  {m['num_samples']:>8} samples  "
+            + " ".join(f for f in flags if f)
+        )
+
+
+@federation_app.command("rotate-code")
+def federation_rotate_code(
+    federation_id: str,
+    server: ServerOpt,
+    admin_token: AdminOpt,
+    max_uses: Annotated[int | None, typer.Option(help="registrations it allows")] = None,
+    expires_after_s: Annotated[float | None, typer.Option(help="lifetime in seconds")] = None,
+    ca: CaOpt = None,
+) -> None:
+    """Issue a new join code (the old one stops working at once); prints it once."""
+    from fedsparsify.errors import FedsparsifyError
+
+    try:
+        out = _admin(server, admin_token, ca).rotate_join_code(
+            federation_id, max_uses=max_uses, expires_after_s=expires_after_s
+        )
+    except FedsparsifyError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"join code (shown once): {out['join_code']}")
+    typer.echo(f"valid for {out['max_uses']} registration(s) until {out['expires_at']}")
+
+
+@federation_app.command("revoke-code")
+def federation_revoke_code(
+    federation_id: str, server: ServerOpt, admin_token: AdminOpt, ca: CaOpt = None
+) -> None:
+    """Stop the join code: no one registers until `rotate-code` issues a new one."""
+    from fedsparsify.errors import FedsparsifyError
+
+    try:
+        _admin(server, admin_token, ca).revoke_join_code(federation_id)
+    except FedsparsifyError as exc:
+        raise _fail(exc) from exc
+    typer.echo("join code revoked")
+
+
+@federation_app.command("remove-member")
+def federation_remove_member(
+    federation_id: str, client_id: str, server: ServerOpt, admin_token: AdminOpt, ca: CaOpt = None
+) -> None:
+    """Remove a member: its token stops working and no new round includes it."""
+    from fedsparsify.errors import FedsparsifyError
+
+    try:
+        out = _admin(server, admin_token, ca).remove_client(federation_id, client_id)
+    except FedsparsifyError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"removed {out['client_id']} at {out['removed_at']}")
+
+
 # -- a site ---------------------------------------------------------------------------------
 
 
@@ -305,6 +378,52 @@ def client(
     except FedsparsifyError as exc:
         raise _fail(exc) from exc
     typer.echo(f"{runtime.name}: done after {len(reports)} rounds")
+
+
+@app.command()
+def roster(
+    state: Annotated[
+        Path, typer.Option(help="this site's state directory (after it registered)")
+    ] = Path(".fedsparsify-site"),
+    peers: Annotated[Path | None, typer.Option(help="the peers file the site runs with")] = None,
+    ca: CaOpt = None,
+) -> None:
+    """Who else is in the federation, as this site sees it: each member's fingerprint computed
+    here from its keys, and whether your --peers file confirms it."""
+    from fedsparsify.clients.rest import AggregatorClient
+    from fedsparsify.clients.roster import Member, Peers, Roster
+    from fedsparsify.clients.state import StateDir
+    from fedsparsify.errors import FedsparsifyError
+
+    try:
+        store = StateDir(state)
+        creds = store.credentials
+        if creds is None:
+            raise typer.BadParameter(f"{state} holds no registration yet", param_hint="--state")
+        with AggregatorClient(
+            creds.server, token=creds.token, verify=str(ca) if ca else True
+        ) as api:
+            members = [Member.from_json(m) for m in api.list_clients(creds.federation_id)]
+        judged = Roster(
+            members,
+            own_id=creds.client_id,
+            peers=Peers.load(peers) if peers is not None else None,
+        )
+    except FedsparsifyError as exc:
+        raise _fail(exc) from exc
+    for m in members:
+        if m.id == creds.client_id:
+            verdict = "you"
+        elif m.removed:
+            verdict = "removed"
+        elif judged.confirmed(m):
+            verdict = f"confirmed as {judged.peers.names[m.fingerprint]!r}" if judged.peers else ""
+        else:
+            verdict = "NOT CONFIRMED" + (f" ({m.problem})" if m.problem else "")
+        role = " dealer" if m.is_dealer else ""
+        typer.echo(
+            f"{m.name:<24} {m.fingerprint or '-':<32} {m.num_samples:>8} samples{role}  {verdict}"
+        )
 
 
 @app.command()

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from fedsparsify.crypto import SiteIdentity
 from fedsparsify.errors import ConfigError, DataError
@@ -145,6 +144,8 @@ class StateDir:
         path = self._path("checkpoint.pt")
         if not path.exists():
             return None
+        import torch  # only sites that train need it; identity and roster commands do not
+
         loaded: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
         return loaded
 
@@ -152,6 +153,8 @@ class StateDir:
         """Save round state atomically (model, mask, last round, timings)."""
         tmp = self._path(".checkpoint.pt.tmp")
         with tmp.open("wb") as fh:
+            import torch
+
             torch.save(state, fh)
             fh.flush()
             os.fsync(fh.fileno())
