@@ -37,6 +37,8 @@ from fedsparsify.errors import (
     ConflictError,
     FedsparsifyError,
     NotFoundError,
+    PermissionDeniedError,
+    RoundMismatchError,
     TrustError,
 )
 from fedsparsify.platform.data.sitedata import SiteData
@@ -328,7 +330,9 @@ class ClientRuntime:
             for channel in status.channels:
                 if self.creds.client_id not in status.uploads.get(channel, ()):
                     self.api.upload(self.federation_id, index, channel, files[channel])
-        except ConflictError as exc:
+        except (ConflictError, RoundMismatchError, PermissionDeniedError) as exc:
+            # The round moved on meanwhile (closed, or a new attempt began): the next poll sees
+            # its new state, and this site takes part in the new attempt if it is in it.
             log.warning("%s: upload to round %d refused: %s", self.name, index, exc)
         metrics["upload_s"] = time.perf_counter() - start
         self._done.add((index, attempt))
