@@ -62,6 +62,7 @@ __all__ = [
     "check_compatible",
     "next_mask",
     "rounded",
+    "spec_digest",
     "validate_updates",
 ]
 
@@ -236,7 +237,8 @@ def check_compatible(spec: FederationSpec, data: SiteData) -> None:
         raise ConfigError(f"site {data.name!r} inputs have shape {have}, model expects {want}")
 
 
-def _spec_digest(spec: FederationSpec) -> str:
+def spec_digest(spec: FederationSpec) -> str:
+    """SHA-256 hex of the spec's JSON: what a saved site state is bound to."""
     return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
 
 
@@ -400,7 +402,7 @@ class Site:
         """What a restarted client needs: the round's global model, its mask and round index."""
         return {
             "version": _STATE_VERSION,
-            "spec_digest": _spec_digest(self.spec),
+            "spec_digest": spec_digest(self.spec),
             "name": self.name,
             "round_index": -1 if self._plan is None else self._plan.round_index,
             "finished": self._finished,
@@ -412,7 +414,7 @@ class Site:
         """Resume from :meth:`state_dict`'s output (same spec required)."""
         if state.get("version") != _STATE_VERSION:
             raise PlatformError(f"unsupported site state version {state.get('version')!r}")
-        if state.get("spec_digest") != _spec_digest(self.spec):
+        if state.get("spec_digest") != spec_digest(self.spec):
             raise ConfigError("site state was saved under another federation spec")
         mask = unpack_mask(state["mask"], prunable_shapes(self._model))
         try:
