@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -19,6 +20,30 @@ app = typer.Typer(
 )
 
 
+class LogLevel(StrEnum):
+    """What ``--log-level`` accepts."""
+
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+LogLevelOpt = Annotated[
+    LogLevel,
+    typer.Option(case_sensitive=False, help="debug also shows every HTTP request"),
+]
+
+
+def _configure_logging(level: LogLevel) -> None:
+    """Log lines with time and origin; httpx's per-request lines only at debug level."""
+    logging.basicConfig(
+        level=level.value.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if level is not LogLevel.debug:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
 @app.command()
 def version() -> None:
     """Print the installed version."""
@@ -33,7 +58,7 @@ def serve(
         Path | None,
         typer.Option(help="database and ciphertext blobs (default: $FEDSPARSIFY_DATA_DIR)"),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    log_level: LogLevelOpt = LogLevel.info,
     tls_cert: Annotated[
         Path | None, typer.Option(help="serve HTTPS: PEM certificate (chain), with --tls-key")
     ] = None,
@@ -54,15 +79,13 @@ def serve(
     from fedsparsify.api import Settings, create_app
 
     check_tls_files(tls_cert, tls_key)
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging(log_level)
     settings = Settings(data_dir=data_dir) if data_dir is not None else Settings()
     uvicorn.run(
         create_app(settings),
         host=host,
         port=port,
-        log_level=log_level.lower(),
+        log_level=log_level.value,
         ssl_certfile=str(tls_cert) if tls_cert else None,
         ssl_keyfile=str(tls_key) if tls_key else None,
         timeout_graceful_shutdown=max(1, shutdown_timeout_s),
@@ -122,8 +145,26 @@ def _admin(server: str, token: str, ca: Path | None) -> AggregatorClient:
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    typer.secho(f"error: {exc}", err=True, fg="red")
+    """Print ``error: ...`` (one line per line of the message) and exit with status 1."""
+    for line in str(exc).splitlines() or [type(exc).__name__]:
+        typer.secho(f"error: {line}", err=True, fg="red")
     return typer.Exit(code=1)
+
+
+def _read_json_object(path: Path) -> dict[str, object]:
+    import json
+
+    from fedsparsify.errors import ConfigError
+
+    try:
+        body = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ConfigError(f"{path} must hold one JSON object (a federation spec)")
+    return body
 
 
 @federation_app.command("create")
@@ -131,7 +172,8 @@ def federation_create(
     server: ServerOpt,
     admin_token: AdminOpt,
     spec: Annotated[
-        Path | None, typer.Option(help="federation spec as JSON (see FederationSpec)")
+        Path | None,
+        typer.Option(help="federation spec as JSON (e.g. examples/specs/brainage-demo.json)"),
     ] = None,
     name: Annotated[str | None, typer.Option(help="name, when no --spec is given")] = None,
     rounds: Annotated[int | None, typer.Option(help="override the spec's rounds")] = None,
@@ -140,13 +182,15 @@ def federation_create(
     ca: CaOpt = None,
 ) -> None:
     """Create a federation; prints its id and the join code sites pass to `client --enroll`."""
-    import json
-
     from fedsparsify.errors import FedsparsifyError
-    from fedsparsify.platform.spec import FederationSpec
+    from fedsparsify.platform.spec import parse_spec
 
+    if spec is None and name is None:
+        raise typer.BadParameter(
+            "give a spec file (see examples/specs/) or at least --name", param_hint="--spec"
+        )
     try:
-        body: dict[str, object] = json.loads(spec.read_text()) if spec else {}
+        body: dict[str, object] = _read_json_object(spec) if spec else {}
         overrides = {
             "name": name,
             "rounds": rounds,
@@ -156,7 +200,7 @@ def federation_create(
         body.update({k: v for k, v in overrides.items() if v is not None})
         if "quorum" not in body and "min_clients" in body:
             body["quorum"] = body["min_clients"]
-        parsed = FederationSpec.model_validate(body)
+        parsed = parse_spec(body, source=str(spec) if spec else "the options")
         created = _admin(server, admin_token, ca).create_federation(parsed.model_dump(mode="json"))
     except (OSError, ValueError, FedsparsifyError) as exc:
         raise _fail(exc) from exc
@@ -305,7 +349,8 @@ def client(
     data: Annotated[
         Path,
         typer.Option(
-            help="this site's data: a NIfTI folder with participants.tsv, or a saved site folder"
+            help="this site's data: a folder with participants.tsv and its T1 NIfTI volumes "
+            "(BIDS sub-X/anat/*T1w.nii.gz; `fedsparsify data synth` makes some)"
         ),
     ],
     enroll: Annotated[
@@ -338,7 +383,7 @@ def client(
             "(for trying things out: the aggregator could then read your updates)",
         ),
     ] = False,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    log_level: LogLevelOpt = LogLevel.info,
 ) -> None:
     """Join a federation as a site and take part in every round until it completes."""
     from fedsparsify.clients.runtime import ClientRuntime
@@ -346,9 +391,7 @@ def client(
     from fedsparsify.errors import EnvelopeError, FedsparsifyError, TrustError
     from fedsparsify.platform.data import load_site
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging(log_level)
     try:
         saved = StateDir(state).credentials
     except FedsparsifyError as exc:
@@ -371,13 +414,155 @@ def client(
             peers=peers,
             trust_aggregator_roster=trust_aggregator_roster,
         )
-        reports = runtime.run()
+        runtime.run()
     except (TrustError, EnvelopeError) as exc:
         typer.secho(f"refused: {exc}", err=True, fg="red")
         raise typer.Exit(code=2) from exc
     except FedsparsifyError as exc:
         raise _fail(exc) from exc
-    typer.echo(f"{runtime.name}: done after {len(reports)} rounds")
+    typer.echo(runtime.view.outcome or f"{runtime.name}: done")
+
+
+# -- a hospital's data and model ---------------------------------------------------------------
+
+data_app = typer.Typer(
+    help="Site data: synthetic hospitals to try things with.", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+
+
+class Dataset(StrEnum):
+    """What ``data synth`` writes."""
+
+    brainage = "brainage"
+    digits = "digits"
+
+
+@data_app.command("synth")
+def data_synth(
+    sites: Annotated[int, typer.Option(min=1, help="number of hospitals")] = 3,
+    subjects: Annotated[int, typer.Option(min=4, help="subjects per hospital")] = 60,
+    out: Annotated[
+        Path, typer.Option(help="folder to write (site-K/ and heldout/ go in it)")
+    ] = Path("hospitals"),
+    shape: Annotated[
+        str, typer.Option(help="volume grid: full (91x109x91), demo (24x28x24) or DxHxW")
+    ] = "demo",
+    heldout: Annotated[
+        int, typer.Option(min=0, help="held-out subjects (from every site's population)")
+    ] = 60,
+    seed: Annotated[int, typer.Option(min=0, help="seed of scanners, ages and anatomy")] = 0,
+    dataset: Annotated[
+        Dataset, typer.Option(help="brainage: BIDS T1 NIfTI; digits: site.npz (digits spec)")
+    ] = Dataset.brainage,
+) -> None:
+    """Write synthetic hospitals as BIDS-style site folders (participants.tsv + T1 NIfTI)."""
+    from fedsparsify.errors import FedsparsifyError
+    from fedsparsify.platform.data import make_digits_federation, save_site
+    from fedsparsify.platform.data.synth import synth_shape, write_synthetic_federation
+
+    try:
+        if dataset is Dataset.digits:
+            for site in make_digits_federation(sites, seed=seed).sites:
+                save_site(site, out / site.name)
+                typer.echo(f"{out / site.name}: {site.num_samples} train, {len(site.y_val)} val")
+            return
+        folders = write_synthetic_federation(
+            out,
+            sites=sites,
+            subjects=subjects,
+            heldout=heldout,
+            shape=synth_shape(shape),
+            seed=seed,
+        )
+    except FedsparsifyError as exc:
+        raise _fail(exc) from exc
+    for folder in folders:
+        typer.echo(
+            f"{folder.path}: {folder.subjects} subjects, ages {folder.age_min:.0f}-"
+            f"{folder.age_max:.0f}"
+        )
+
+
+@app.command()
+def export(
+    state: Annotated[Path, typer.Option(help="the site's state directory (`client --state`)")],
+    out: Annotated[Path, typer.Option(help="new folder for the model")],
+    spec: Annotated[
+        Path | None,
+        typer.Option(help="the federation's spec, for state written by release 0.1 only"),
+    ] = None,
+) -> None:
+    """Write a finished site's final model: safetensors, mask, sparse form and a model card."""
+    from fedsparsify.clients.export import export_model
+    from fedsparsify.errors import FedsparsifyError
+
+    try:
+        card = export_model(state, out, spec_file=spec)
+    except FedsparsifyError as exc:
+        raise _fail(exc) from exc
+    validation = card.get("final_validation") or {}
+    typer.echo(
+        f"model: {out} ({card['kept_weights']:,} of {card['prunable_weights']:,} weights kept, "
+        f"sparsity {card['final_sparsity']:.3f}"
+        + (f", validation MAE {validation['mae']:.2f} y" if "mae" in validation else "")
+        + ")"
+    )
+    typer.echo(f"model card: {out / 'model-card.md'}")
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Option(help="a folder written by `fedsparsify export`")],
+    source: Annotated[
+        Path, typer.Argument(metavar="INPUT", help="one NIfTI file, or a folder of T1 scans")
+    ],
+    out: Annotated[Path, typer.Option(help="CSV to write")] = Path("predictions.csv"),
+    participants: Annotated[
+        Path | None,
+        typer.Option(
+            help="participants.tsv with ages, for the brain-age gap (default: INPUT's own)"
+        ),
+    ] = None,
+) -> None:
+    """Predict brain age for T1 scans; with known ages also the (bias-corrected) brain-age gap."""
+    from fedsparsify.errors import FedsparsifyError
+    from fedsparsify.platform.data.nifti import PARTICIPANTS_FILE
+    from fedsparsify.platform.modelfile import read_model_dir
+    from fedsparsify.platform.predict import find_scans, read_ages, write_predictions_csv
+    from fedsparsify.platform.predict import predict as predict_ages
+
+    try:
+        exported = read_model_dir(model)
+        scans = find_scans(source)
+        table = participants
+        if table is None and source.is_dir() and (source / PARTICIPANTS_FILE).is_file():
+            table = source / PARTICIPANTS_FILE
+        ages = read_ages(table) if table is not None else None
+        rows = predict_ages(exported, scans, ages)
+        write_predictions_csv(rows, out)
+    except FedsparsifyError as exc:
+        raise _fail(exc) from exc
+    done = [r for r in rows if r.ok]
+    resampled = sum(
+        1 for r in done if any(n.startswith(("resampled", "reoriented")) for n in r.notes)
+    )
+    typer.echo(
+        f"{out}: {len(done)} of {len(rows)} scans predicted"
+        + (
+            f" ({resampled} reoriented or resampled to the model's grid, see notes)"
+            if resampled
+            else ""
+        )
+        + (f"; ages from {table}" if table is not None else "")
+    )
+    if exported.age_bias is None and ages:
+        typer.echo("no age-bias correction in the model card: corrected columns left empty")
+    failed = [r for r in rows if not r.ok]
+    for row in failed:
+        typer.secho(f"error: {row.notes[-1].removeprefix('error: ')}", err=True, fg="red")
+    if failed:
+        raise typer.Exit(code=1)
 
 
 @app.command()

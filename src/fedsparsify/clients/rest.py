@@ -164,7 +164,10 @@ class AggregatorClient:
                 if attempt == self._retries:
                     if isinstance(exc, _Retryable):
                         raise exc.error from None
-                    raise TransportError(f"{what}: {type(exc).__name__}: {exc}") from exc
+                    raise TransportError(
+                        f"cannot reach the aggregator at {self.base_url} ({what}): "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
                 log.info(
                     "%s failed (%s); retry %d in %.2fs",
                     what,
@@ -189,7 +192,7 @@ class AggregatorClient:
         try:
             return response.json()
         except ValueError as exc:
-            raise TransportError(f"{method} {path}: answer is not JSON") from exc
+            raise TransportError(f"{method} {self.base_url}{path}: answer is not JSON") from exc
 
     # -- operations -----------------------------------------------------------------------
 
@@ -424,7 +427,7 @@ def _raise_for_error(response: httpx.Response) -> None:
     cls = error_for_code(code) if code else FedsparsifyError
     if cls is FedsparsifyError:
         error: FedsparsifyError = TransportError(
-            f"HTTP {response.status_code} from {response.request.url.path}: {detail}"
+            f"HTTP {response.status_code} from {response.request.url}: {detail}"
         )
     else:
         error = cls(detail)

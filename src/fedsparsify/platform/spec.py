@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fedsparsify.errors import ConfigError
 
 __all__ = [
     "EnrollmentSpec",
@@ -18,6 +20,8 @@ __all__ = [
     "ModelSpec",
     "ScheduleSpec",
     "TrainingSpec",
+    "parse_spec",
+    "validation_lines",
 ]
 
 Method = Literal["fedsparsify-global", "fedsparsify-local", "random", "fedavg"]
@@ -157,3 +161,21 @@ class FederationSpec(_Frozen):
     def join_code_uses(self) -> int:
         """Registrations the join code allows."""
         return self.enrollment.max_uses or self.min_clients
+
+def validation_lines(exc: ValidationError) -> list[str]:
+    """One ``field: problem`` line per error of a pydantic validation."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error.get("loc", ()))
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        lines.append(f"{where}: {message}" if where else message)
+    return lines
+
+
+def parse_spec(data: Any, *, source: str = "spec") -> FederationSpec:
+    """Validate a spec; :class:`ConfigError` with one line per wrong field."""
+    try:
+        return FederationSpec.model_validate(data)
+    except ValidationError as exc:
+        detail = "\n".join(f"{source}: {line}" for line in validation_lines(exc))
+        raise ConfigError(f"invalid federation spec\n{detail}") from exc
