@@ -690,25 +690,90 @@ bench_app = typer.Typer(help="Benchmarks (the scripts in benchmarks/ run the sam
 app.add_typer(bench_app, name="bench")
 
 
-_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+def _flag_args(**options: object) -> list[str]:
+    """Keyword options as the benchmark scripts' command line (``None``/``False`` left out)."""
+    argv: list[str] = []
+    for key, value in options.items():
+        flag = "--" + key.rstrip("_").replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, list | tuple):
+            argv += [flag, *map(str, value)] if value else []
+        elif value is not None and value is not False:
+            argv += [flag, str(value)]
+    return argv
 
 
-@bench_app.command("crypto", context_settings=_PASS_THROUGH)
-def bench_crypto(ctx: typer.Context) -> None:
-    """What sparse CKKS updates cost per preset and sparsity, without a network (options:
-    `fedsparsify bench crypto --help`; e.g. --quick, --json FILE)."""
+def _split(value: str | None) -> list[str] | None:
+    return [v for v in value.split(",") if v] if value else None
+
+
+@bench_app.command("crypto")
+def bench_crypto(
+    quick: Annotated[bool, typer.Option(help="100k values (CI)")] = False,
+    full: Annotated[bool, typer.Option(help="3M values")] = False,
+    n_total: Annotated[int | None, typer.Option(min=1, help="any other model size")] = None,
+    clients: Annotated[int, typer.Option(min=1, help="clients in the sum")] = 10,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write the rows to this JSON file")
+    ] = None,
+    candidates: Annotated[
+        bool, typer.Option(help="also measure the N=2048 lean candidate")
+    ] = False,
+    only: Annotated[
+        str | None, typer.Option(help="comma-separated preset names (default: all)")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed of the values")] = 0,
+) -> None:
+    """What sparse CKKS updates cost per preset and sparsity, without a network."""
     from fedsparsify.bench.crypto_costs import main as crypto_main
 
-    raise typer.Exit(crypto_main(list(ctx.args)))
+    if sum((quick, full, n_total is not None)) > 1:
+        raise typer.BadParameter("choose one of --quick, --full, --n-total", param_hint="--quick")
+    argv = _flag_args(
+        quick=quick,
+        full=full,
+        n_total=n_total,
+        clients=clients,
+        json=json_out,
+        candidates=candidates,
+        only=only,
+        seed=seed,
+    )
+    raise typer.Exit(crypto_main(argv))
 
 
-@bench_app.command("accuracy", context_settings=_PASS_THROUGH)
-def bench_accuracy(ctx: typer.Context) -> None:
-    """FedAvg against FedSparsify and its baselines, in process (options:
-    `fedsparsify bench accuracy --help`; e.g. --quick, --out DIR)."""
+@bench_app.command("accuracy")
+def bench_accuracy(
+    quick: Annotated[bool, typer.Option(help="tiny CI run: few rounds, s=0.9")] = False,
+    out: Annotated[Path | None, typer.Option(help="results folder")] = None,
+    datasets: Annotated[str | None, typer.Option(help="comma-separated: digits, brainage")] = None,
+    targets: Annotated[
+        str | None, typer.Option(help="comma-separated target sparsities, e.g. 0.8,0.9")
+    ] = None,
+    methods: Annotated[
+        str | None, typer.Option(help="comma-separated methods (default: all five)")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="data and model seed")] = 0,
+    cache_dir: Annotated[Path | None, typer.Option(help="brain-age volume cache")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads")] = 1,
+    device: Annotated[str | None, typer.Option(help="e.g. cuda (default: CPU)")] = None,
+) -> None:
+    """FedAvg against FedSparsify and its baselines at target sparsities, in process."""
     from fedsparsify.bench.accuracy import main as accuracy_main
 
-    raise typer.Exit(accuracy_main(list(ctx.args)))
+    argv = _flag_args(
+        quick=quick,
+        out=out,
+        datasets=_split(datasets),
+        targets=_split(targets),
+        methods=_split(methods),
+        seed=seed,
+        cache_dir=cache_dir,
+        threads=threads,
+        device=device,
+    )
+    raise typer.Exit(accuracy_main(argv))
 
 
 @bench_app.command("latency")

@@ -33,6 +33,16 @@ def test_demo_writes_a_report(tmp_path: Path) -> None:
     out = tmp_path / "report"
     run = _demo(tmp_path, "--subjects-per-site", "12", "--out", str(out))
     assert f"report: {out / 'report.md'}" in run.stdout
+    # stdout is a pipe here: plain lines, one per closed round, numbered as in the table
+    assert "\x1b[" not in run.stdout and "\r" not in run.stdout
+    lines = run.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines if " round " in line.split(":")[0]] == [
+        "sparse-ckks round 0 (1/2)",
+        "sparse-ckks round 1 (2/2)",
+    ]
+    summary = next(line for line in lines if line.startswith("sparse-ckks: final test MAE"))
+    assert "2 rounds in" in summary and "moved (" in summary and "up," in summary
+    assert any(line.startswith("demo wall time ") for line in lines)
     for name in ("report.md", "metrics.json", "mae.png", "sparsity.png", "bytes.png"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())

@@ -15,7 +15,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
 from typing import Any, Literal
@@ -29,7 +29,8 @@ from fedsparsify.clients.launcher import (
     start_aggregator,
     start_site,
 )
-from fedsparsify.clients.report import RoundRow, RunResult, render_table, write_report
+from fedsparsify.clients.progress import DemoDisplay, LiveStatus, summary_lines
+from fedsparsify.clients.report import Reference, RoundRow, RunResult, write_report
 from fedsparsify.clients.rest import RoundStatus
 from fedsparsify.clients.state import StateDir
 from fedsparsify.errors import ConfigError, FedsparsifyError
@@ -171,18 +172,6 @@ def prepare_data(options: DemoOptions) -> FederatedData:
     return data
 
 
-@dataclass
-class _Live:
-    """What the progress display shows."""
-
-    run: str
-    round: int = -1
-    state: str = "starting"
-    uploaded: int = 0
-    participants: int = 0
-    last: dict[str, float] = field(default_factory=dict)
-
-
 def _wait(predicate: Callable[[], bool], *, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -201,6 +190,8 @@ def _rows_from_history(fed: dict[str, Any]) -> list[RoundRow]:
             values = [m[key] for m in sites if key in m]
             return fmean(values) if values else float("nan")
 
+        uploads = entry.get("upload_bytes", {})
+        aggregate_size = sum(entry.get("aggregate_bytes", {}).values())
         rows.append(
             RoundRow(
                 round=int(entry["index"]),
@@ -211,6 +202,8 @@ def _rows_from_history(fed: dict[str, Any]) -> list[RoundRow]:
                 aggregate_ms=1000 * float(entry.get("aggregation_s") or 0.0),
                 contributors=len(entry.get("contributors", [])),
                 participants=len(entry.get("participants", [])),
+                upload_total_bytes=float(sum(sum(c.values()) for c in uploads.values())),
+                download_total_bytes=float(aggregate_size * len(entry.get("contributors", []))),
             )
         )
     return rows
@@ -236,7 +229,7 @@ def run_federation_over_http(
     options: DemoOptions,
     data: FederatedData,
     *,
-    on_progress: Callable[[_Live], None] | None = None,
+    on_progress: Callable[[LiveStatus], None] | None = None,
 ) -> RunResult:
     """Aggregator + one process per site; returns the run's rows and final metrics."""
     run_dir = options.out_dir / "runs" / plan.name
@@ -247,7 +240,7 @@ def run_federation_over_http(
     result = RunResult(plan.name, plan.spec.crypto_preset, plan.spec.method)
     started = time.monotonic()
     sites: list[SiteProcess] = []
-    live = _Live(plan.name)
+    live = LiveStatus(plan.name, rounds=plan.spec.rounds)
     with start_aggregator(run_dir / "aggregator", admin_token=admin_token) as server:
         admin = server.admin()
         created = admin.create_federation(plan.spec.model_dump(mode="json"))
@@ -270,8 +263,11 @@ def run_federation_over_http(
                         peers=peers,
                     )
                 )
+            if on_progress is not None:
+                on_progress(live)
             _wait_until_ready(server, admin, fid, len(sites), sites)
             admin.start_round(fid)
+            live.started = time.monotonic()
             killed: SiteProcess | None = None
             while True:
                 fed = admin.get_federation(fid)
@@ -331,16 +327,18 @@ def _wait_until_ready(
     _wait(ready, timeout_s=300, what="sites to register and receive keys")
 
 
-def _update_live(live: _Live, fed: dict[str, Any], current: RoundStatus | None) -> None:
+def _update_live(live: LiveStatus, fed: dict[str, Any], current: RoundStatus | None) -> None:
     if current is not None:
         live.round = current.index
         live.state = current.state
         live.uploaded = len(current.uploaded)
         live.participants = len(current.participants)
+    finished = {
+        int(e["index"]) for e in fed.get("history", []) if e["state"] in ("closed", "failed")
+    }
+    live.done = len(finished)
     closed = [r for r in _rows_from_history(fed) if r.contributors > 0 and r.val_mae == r.val_mae]
-    if closed:
-        last = closed[-1]
-        live.last = {"sparsity": last.sparsity, "val_mae": last.val_mae, "bytes": last.upload_bytes}
+    live.row = closed[-1] if closed else None
 
 
 def mean_age_mae(data: FederatedData) -> float:
@@ -349,26 +347,37 @@ def mean_age_mae(data: FederatedData) -> float:
     return float((data.y_test.double().flatten() - ages.mean()).abs().mean())
 
 
-def reference_plaintext(plan: RunPlan, data: FederatedData) -> tuple[float, float]:
+def reference_plaintext(plan: RunPlan, data: FederatedData) -> Reference:
     """The same spec run in process without HTTP or encryption: final test MAE and sparsity."""
     federation = InProcessFederation(plan.spec, data)
     rows = federation.run()
-    return float(rows[-1]["mae"]), float(rows[-1]["sparsity"])
+    return Reference(
+        final_test_mae=float(rows[-1]["mae"]),
+        final_sparsity=float(rows[-1]["sparsity"]),
+        sparsity=tuple(float(r["sparsity"]) for r in rows),
+    )
 
 
 def run_demo(
-    options: DemoOptions, *, on_progress: Callable[[_Live], None] | None = None
-) -> tuple[Path, list[RunResult]]:
-    """Run the demo; return the report's path and the runs."""
+    options: DemoOptions,
+    *,
+    on_progress: Callable[[LiveStatus], None] | None = None,
+    on_phase: Callable[[str], None] | None = None,
+) -> tuple[Path, list[RunResult], Reference]:
+    """Run the demo; return the report's path, the runs and the in-process reference."""
+    phase = on_phase or (lambda text: None)
     torch.set_num_threads(1)
     options.out_dir.mkdir(parents=True, exist_ok=True)
+    phase("preparing the sites' data")
     data = prepare_data(options)
     results = [
         run_federation_over_http(plan, options, data, on_progress=on_progress)
         for plan in demo_runs(options)
     ]
     main = results[0]
-    ref_mae, ref_sparsity = reference_plaintext(demo_runs(options)[0], data)
+    phase("running the same spec in process, without HTTP or encryption (the reference)")
+    reference = reference_plaintext(demo_runs(options)[0], data)
+    ref_mae, ref_sparsity = reference.final_test_mae, reference.final_sparsity
     notes = [
         f"{options.sites} sites, {options.rounds} rounds, preset {options.preset}, "
         f"seed {options.seed}",
@@ -390,45 +399,27 @@ def run_demo(
         title="fedsparsify demo: federated brain age, sparse and encrypted",
         notes=notes,
         extra={"reference_plaintext": {"final_test_mae": ref_mae, "final_sparsity": ref_sparsity}},
+        reference=reference,
     )
-    return report, results
+    return report, results, reference
 
 
 def run_demo_with_progress(options: DemoOptions) -> Path:
-    """:func:`run_demo` with a live progress line per round (rich); prints the tables."""
+    """:func:`run_demo` with a progress bar per federation (plain lines when stdout is not a
+    terminal) and a closing summary with wall time and bytes moved."""
     from rich.console import Console
-    from rich.live import Live
-    from rich.markdown import Markdown
-    from rich.text import Text
 
     console = Console()
+    started = time.monotonic()
     console.print(
         f"[bold]fedsparsify demo[/]: {options.sites} sites, {options.rounds} rounds, "
-        f"preset {options.preset}; report in {options.out_dir}"
+        f"preset {options.preset}; report in {options.out_dir}",
+        highlight=False,
     )
-    with Live(Text("preparing data ..."), console=console, refresh_per_second=4) as live:
-
-        def show(state: _Live) -> None:
-            last = state.last
-            summary = (
-                f"sparsity {last['sparsity']:.3f}  val MAE {last['val_mae']:.2f} y  "
-                f"{last['bytes']:,.0f} B/site"
-                if last
-                else "waiting for the first round"
-            )
-            live.update(
-                Text(
-                    f"{state.run}: round {state.round + 1}/{options.rounds} {state.state} "
-                    f"({state.uploaded}/{state.participants} uploaded) | {summary}"
-                )
-            )
-
-        report, results = run_demo(options, on_progress=show)
-    for result in results:
-        console.print(Markdown(f"### {result.name}\n\n" + render_table(result)))
-    console.print(Markdown("\n".join(f"- {n}" for n in _notes_of(report))))
+    with DemoDisplay(console) as display:
+        report, results, reference = run_demo(
+            options, on_progress=display.update, on_phase=display.phase
+        )
+    for line in summary_lines(results, reference, time.monotonic() - started):
+        console.print(line, highlight=False, soft_wrap=True)
     return report
-
-
-def _notes_of(report: Path) -> list[str]:
-    return [line[2:] for line in report.read_text().splitlines() if line.startswith("- ")]
