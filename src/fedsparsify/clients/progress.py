@@ -80,12 +80,15 @@ class DemoDisplay:
     def __init__(self, console: Any) -> None:
         self.console = console
         self.terminal = bool(console.is_terminal)
+        self._live: Any = None
         self._progress: Any = None
         self._tasks: dict[str, Any] = {}
+        self._status: dict[str, Any] = {}
         self._printed: dict[str, int] = {}
 
     def __enter__(self) -> DemoDisplay:
         if self.terminal:
+            from rich.live import Live
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -94,41 +97,41 @@ class DemoDisplay:
                 TimeElapsedColumn,
                 TimeRemainingColumn,
             )
-            from rich.table import Column
 
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"),
-                BarColumn(bar_width=16),
+                BarColumn(bar_width=20),
                 MofNCompleteColumn(),
                 TextColumn("rounds"),
                 TimeElapsedColumn(),
                 TextColumn("left"),
                 TimeRemainingColumn(),
-                TextColumn(
-                    "{task.fields[status]}",
-                    table_column=Column(no_wrap=True, overflow="ellipsis"),
-                ),
-                console=self.console,
             )
-            self._progress.__enter__()
+            self._live = Live(self._group(), console=self.console, refresh_per_second=4)
+            self._live.__enter__()
         return self
+
+    def _group(self) -> Any:
+        from rich.console import Group
+
+        return Group(self._progress, *self._status.values())
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(kind, exc, tb)
+        if self._live is not None:
+            self._live.__exit__(kind, exc, tb)
 
     def phase(self, text: str) -> None:
-        """A step before the rounds (data, sites joining)."""
-        if self._progress is not None:
-            self._progress.console.print(f"[dim]{text}[/]")
+        """A step before or after the rounds (data, the in-process reference)."""
+        if self._live is not None:
+            self._live.console.print(f"[dim]{text}[/]", highlight=False)
         else:
-            self.console.print(text, highlight=False)
+            self.console.print(text, highlight=False, soft_wrap=True)
 
     def update(self, status: LiveStatus) -> None:
         """One poll of the running federation."""
-        if self._progress is not None:
+        if self._live is not None:
             self._update_bar(status)
         elif status.done > self._printed.get(status.run, 0) and status.row is not None:
             self._printed[status.run] = status.done
@@ -144,17 +147,20 @@ class DemoDisplay:
             )
 
     def _update_bar(self, status: LiveStatus) -> None:
-        task = self._tasks.get(status.run)
-        if task is None:
-            task = self._progress.add_task(status.run, total=status.rounds or None, status="")
-            self._tasks[status.run] = task
+        from rich.text import Text
+
+        if status.run not in self._tasks:
+            self._tasks[status.run] = self._progress.add_task(status.run, total=status.rounds)
+            self._status[status.run] = Text("", no_wrap=True, overflow="ellipsis")
+            self._live.update(self._group())
+        self._progress.update(self._tasks[status.run], completed=status.done)
         now = (
             f"{describe_round(status.round, status.rounds)} {status.state} "
             f"{status.uploaded}/{status.participants}"
             if status.round >= 0
-            else status.state
+            else "sites joining and receiving the key"
         )
-        self._progress.update(task, completed=status.done, status=f"{now} | {_metrics(status.row)}")
+        self._status[status.run].plain = f"  {now} | {_metrics(status.row)}"
 
 
 def summary_lines(
