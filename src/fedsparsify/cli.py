@@ -556,8 +556,11 @@ def predict(
         )
         + (f"; ages from {table}" if table is not None else "")
     )
-    if exported.age_bias is None and ages:
+    bias = exported.age_bias
+    if bias is None and ages:
         typer.echo("no age-bias correction in the model card: corrected columns left empty")
+    elif bias is not None and ages and (weakness := bias.weakness()) is not None:
+        typer.echo(f"note: {weakness}")
     failed = [r for r in rows if not r.ok]
     for row in failed:
         typer.secho(f"error: {row.notes[-1].removeprefix('error: ')}", err=True, fg="red")

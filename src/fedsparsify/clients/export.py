@@ -20,7 +20,7 @@ from fedsparsify import __version__
 from fedsparsify.clients.site_log import rounds_taken_part
 from fedsparsify.clients.state import StateDir
 from fedsparsify.errors import ConfigError, DataError
-from fedsparsify.platform.agebias import fit_age_bias
+from fedsparsify.platform.agebias import AgeBias, fit_age_bias
 from fedsparsify.platform.masks import kept_count, prunable_shapes, sparsity, unpack_mask
 from fedsparsify.platform.modelfile import ROUNDING_GRID, round_state, write_model_dir
 from fedsparsify.platform.models import build_model, count_trainable
@@ -198,6 +198,9 @@ def render_card(card: dict[str, Any]) -> str:
             f"{bias['intercept']:.2f}, fitted on n={bias['n']} validation subjects aged "
             f"{bias['age_min']:.0f}-{bias['age_max']:.0f} (r={bias['r']:.2f})"
         )
+        weakness = AgeBias.from_json(bias).weakness()
+        if weakness is not None:
+            lines.append(f"  - caution: {weakness}")
     elif "input" in card:
         lines.append("- age-bias correction: none (too few validation subjects to fit one)")
     if "input" in card:

@@ -22,6 +22,9 @@ from fedsparsify.errors import DataError
 __all__ = ["MIN_FIT_SUBJECTS", "AgeBias", "fit_age_bias"]
 
 MIN_FIT_SUBJECTS = 3
+WEAK_FIT_SUBJECTS = 20
+WEAK_FIT_RANGE_Y = 30.0
+WEAK_FIT_R = 0.3
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,24 @@ class AgeBias:
     r: float
     age_min: float
     age_max: float
+
+    def weakness(self) -> str | None:
+        """Why the correction deserves caution, if it does: few subjects, a narrow age range,
+        or predictions that barely follow age on the data it was fitted on."""
+        reasons = []
+        if self.n < WEAK_FIT_SUBJECTS:
+            reasons.append(f"only {self.n} subjects")
+        if self.age_max - self.age_min < WEAK_FIT_RANGE_Y:
+            reasons.append(f"ages {self.age_min:.0f}-{self.age_max:.0f} only")
+        if self.r < WEAK_FIT_R:
+            reasons.append(f"r={self.r:.2f} between prediction and age")
+        if not reasons:
+            return None
+        return (
+            "the age-bias correction was fitted on " + ", ".join(reasons) + ": treat the "
+            "corrected gap with caution (a validation set spanning the ages to be predicted fits "
+            "a better line)"
+        )
 
     def expected(self, age: float) -> float:
         """The prediction the fit expects at chronological ``age``."""
