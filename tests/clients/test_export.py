@@ -135,7 +135,8 @@ def test_predict_reads_back_what_export_wrote(tmp_path: Path) -> None:
         x = prepare_scan(row.scan, grid).volume
         with torch.no_grad():
             want = float(rounded.model(torch.from_numpy(x)[None, None]).reshape(()))
-        assert row.predicted_age == want  # bit for bit: the same weights, the same input
+        # the same weights and input; batching moves float32 outputs by an ulp or so
+        assert row.predicted_age == pytest.approx(want, abs=1e-4)
 
 
 def test_export_refuses_what_it_cannot_export(tmp_path: Path) -> None:

@@ -159,7 +159,7 @@ def test_predictions_gaps_and_the_csv(tmp_path: Path, exported) -> None:  # type
         x = conform_volume(nib.load(str(row.scan.path)), SHAPE, source=row.scan.path)
         with torch.no_grad():
             want = float(exported.model(torch.from_numpy(x)[None, None]).reshape(()))
-        assert row.predicted_age == pytest.approx(want, abs=1e-6)
+        assert row.predicted_age == pytest.approx(want, abs=1e-4)  # float32 at ~60 y, batched
     first, second, third, broken = rows
     assert first.age == 30 and first.gap_raw == pytest.approx(first.predicted_age - 30)
     assert first.gap_corrected == pytest.approx(first.predicted_age - (0.6 * 30 + 20))
