@@ -140,6 +140,10 @@ def test_predict_reads_back_what_export_wrote(tmp_path: Path) -> None:
 
 
 def test_export_refuses_what_it_cannot_export(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="is not a site's state directory"):
+        export_model(tmp_path / "typo", tmp_path / "m0")
+    assert not (tmp_path / "typo").exists()
+    (tmp_path / "nothing").mkdir()
     with pytest.raises(DataError, match="holds no checkpoint"):
         export_model(tmp_path / "nothing", tmp_path / "m0")
     _finished_site(tmp_path / "running", final=False)

@@ -77,8 +77,9 @@ def final_summary(
 def _load_finished(
     state_dir: Path, spec_file: Path | None
 ) -> tuple[dict[str, Any], FederationSpec]:
-    folder = StateDir(state_dir)
-    checkpoint = folder.load_checkpoint()
+    if not state_dir.is_dir():
+        raise DataError(f"{state_dir} is not a site's state directory (`client --state`)")
+    checkpoint = StateDir(state_dir).load_checkpoint()
     if checkpoint is None:
         raise DataError(f"{state_dir} holds no checkpoint: this site has not trained yet")
     site_state = checkpoint.get("site") or {}

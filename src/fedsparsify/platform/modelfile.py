@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -148,25 +149,34 @@ def write_model_dir(
     out = Path(out)
     if out.exists():
         raise ConfigError(f"{out} already exists: export into a new folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    os.chmod(tmp, 0o700)
-    meta = {"format": MODEL_FORMAT, "format_version": str(MODEL_FORMAT_VERSION)}
-    dense = {k: v.contiguous() for k, v in state.items()}
-    _write_private(tmp / MODEL_FILE, save(dense, metadata=meta))
-    _write_private(tmp / MASK_FILE, save(dict(mask), metadata=meta))
-    shapes = {name: list(m.shape) for name, m in mask.items()}
-    sparse_meta = {**meta, "masked_shapes": json.dumps(shapes)}
-    _write_private(tmp / SPARSE_FILE, save(sparse_form(dense, mask), metadata=sparse_meta))
-    full = {
-        "format": MODEL_FORMAT,
-        "format_version": MODEL_FORMAT_VERSION,
-        **card,
-        "files": {name: {"sha256": _sha256(tmp / name)} for name in TENSOR_FILES},
-    }
-    _write_private(tmp / CARD_JSON, (json.dumps(full, indent=1) + "\n").encode())
-    _write_private(tmp / CARD_MD, markdown.encode())
-    tmp.rename(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as exc:
+        raise DataError(f"cannot write the model to {out}: {exc}") from exc
+    try:
+        meta = {"format": MODEL_FORMAT, "format_version": str(MODEL_FORMAT_VERSION)}
+        dense = {k: v.contiguous() for k, v in state.items()}
+        _write_private(tmp / MODEL_FILE, save(dense, metadata=meta))
+        _write_private(tmp / MASK_FILE, save(dict(mask), metadata=meta))
+        shapes = {name: list(m.shape) for name, m in mask.items()}
+        sparse_meta = {**meta, "masked_shapes": json.dumps(shapes)}
+        _write_private(tmp / SPARSE_FILE, save(sparse_form(dense, mask), metadata=sparse_meta))
+        full = {
+            "format": MODEL_FORMAT,
+            "format_version": MODEL_FORMAT_VERSION,
+            **card,
+            "files": {name: {"sha256": _sha256(tmp / name)} for name in TENSOR_FILES},
+        }
+        _write_private(tmp / CARD_JSON, (json.dumps(full, indent=1) + "\n").encode())
+        _write_private(tmp / CARD_MD, markdown.encode())
+        tmp.rename(out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"cannot write the model to {out}: {exc}") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out
 
 

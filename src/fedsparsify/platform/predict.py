@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from fedsparsify.errors import DataError
+from fedsparsify.platform.agebias import AgeBias
 from fedsparsify.platform.data.nifti import (
     canonical_id,
     conform_volume,
@@ -52,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 _NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _VOXEL_RTOL = 0.02
+_BATCH = 8  # scans prepared and predicted at a time: memory stays flat in the folder's size
 CSV_COLUMNS = (
     "scan",
     "participant_id",
@@ -253,7 +255,7 @@ def _forward(model: torch.nn.Module, volumes: list[np.ndarray]) -> list[float]:
     if not volumes:
         return []
     x = torch.from_numpy(np.stack(volumes)).unsqueeze(1)
-    return [float(v) for v in predict_outputs(model, x, batch_size=8).reshape(-1)]
+    return [float(v) for v in predict_outputs(model, x, batch_size=_BATCH).reshape(-1)]
 
 
 def predict(
@@ -265,29 +267,36 @@ def predict(
     grid = ModelGrid.from_json(exported.card["input"])
     bias = exported.age_bias
     rows = [Prediction(scan) for scan in scans]
-    ready: list[tuple[Prediction, PreparedScan]] = []
-    for row in rows:
-        try:
-            prepared = prepare_scan(row.scan, grid)
-        except DataError as exc:
-            row.notes.append(f"error: {exc}")
-            continue
-        row.notes += prepared.notes
-        ready.append((row, prepared))
-    predicted = _forward(exported.model, [p.volume for _, p in ready])
-    for (row, _), value in zip(ready, predicted, strict=True):
-        row.predicted_age = value
-        age = (ages or {}).get(row.scan.participant_id)
-        if age is None:
-            if ages:
-                row.notes.append("no age in the participants table")
-            continue
-        row.age = age
-        row.gap_raw = value - age
-        if bias is not None:
-            row.gap_corrected = bias.corrected_gap(value, age)
-            row.age_corrected = age + row.gap_corrected
+    for start in range(0, len(rows), _BATCH):
+        ready: list[tuple[Prediction, PreparedScan]] = []
+        for row in rows[start : start + _BATCH]:
+            try:
+                prepared = prepare_scan(row.scan, grid)
+            except DataError as exc:
+                row.notes.append(f"error: {exc}")
+                continue
+            row.notes += prepared.notes
+            ready.append((row, prepared))
+        predicted = _forward(exported.model, [p.volume for _, p in ready])
+        for (row, _), value in zip(ready, predicted, strict=True):
+            _fill(row, value, ages, bias)
     return rows
+
+
+def _fill(
+    row: Prediction, value: float, ages: dict[str, float] | None, bias: AgeBias | None
+) -> None:
+    row.predicted_age = value
+    age = (ages or {}).get(row.scan.participant_id)
+    if age is None:
+        if ages:
+            row.notes.append("no age in the participants table")
+        return
+    row.age = age
+    row.gap_raw = value - age
+    if bias is not None:
+        row.gap_corrected = bias.corrected_gap(value, age)
+        row.age_corrected = age + row.gap_corrected
 
 
 def _cell(value: float | None) -> str:
@@ -297,24 +306,27 @@ def _cell(value: float | None) -> str:
 def write_predictions_csv(rows: Sequence[Prediction], out: Path) -> Path:
     """Write ``rows`` as CSV (owner-only: predictions are patient data)."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(CSV_COLUMNS)
-        for row in rows:
-            writer.writerow(
-                [
-                    row.scan.scan_id,
-                    row.scan.participant_id,
-                    _cell(row.predicted_age),
-                    _cell(row.age),
-                    _cell(row.gap_raw),
-                    _cell(row.gap_corrected),
-                    _cell(row.age_corrected),
-                    "; ".join(row.notes),
-                ]
-            )
-    tmp.replace(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(CSV_COLUMNS)
+            for row in rows:
+                writer.writerow(
+                    [
+                        row.scan.scan_id,
+                        row.scan.participant_id,
+                        _cell(row.predicted_age),
+                        _cell(row.age),
+                        _cell(row.gap_raw),
+                        _cell(row.gap_corrected),
+                        _cell(row.age_corrected),
+                        "; ".join(row.notes),
+                    ]
+                )
+        tmp.replace(out)
+    except OSError as exc:
+        raise DataError(f"cannot write {out}: {exc}") from exc
     return out

@@ -143,21 +143,36 @@ def write_synthetic_federation(
     taken = [p.name for p in (out.iterdir() if out.is_dir() else ()) if p.is_dir()]
     if any(name.startswith("site-") or name == HELDOUT_FOLDER for name in taken):
         raise DataError(f"{out} already holds site folders: choose an empty or new folder")
+    try:
+        return _write_all(out, sites=sites, subjects=subjects, heldout=heldout, shape=grid.shape,
+                          affine=grid.affine, seed=seed)  # fmt: skip
+    except OSError as exc:
+        raise DataError(f"cannot write the synthetic sites to {out}: {exc}") from exc
+
+
+def _write_all(
+    out: Path,
+    *,
+    sites: int,
+    subjects: int,
+    heldout: int,
+    shape: tuple[int, int, int],
+    affine: np.ndarray,
+    seed: int,
+) -> list[SynthFolder]:
     profiles = default_site_profiles(sites, seed=seed)
     written = []
     for k, profile in enumerate(profiles):
-        rows = _site_rows(profile, range(subjects), f"s{k}n", seed=seed, shape=grid.shape)
-        written.append(
-            _write_folder(out / profile.name, rows, grid.affine, f"synthetic {profile.name}")
-        )
+        rows = _site_rows(profile, range(subjects), f"s{k}n", seed=seed, shape=shape)
+        written.append(_write_folder(out / profile.name, rows, affine, f"synthetic {profile.name}"))
         logger.info("wrote %s: %d subjects", out / profile.name, subjects)
     if heldout:
         rows = []
         for k, profile in enumerate(profiles):
             count = heldout // sites + (1 if k < heldout % sites else 0)
             indices = range(TEST_INDEX_OFFSET, TEST_INDEX_OFFSET + count)
-            rows += _site_rows(profile, indices, f"h{k}n", seed=seed, shape=grid.shape)
+            rows += _site_rows(profile, indices, f"h{k}n", seed=seed, shape=shape)
         written.append(
-            _write_folder(out / HELDOUT_FOLDER, rows, grid.affine, "synthetic held-out subjects")
+            _write_folder(out / HELDOUT_FOLDER, rows, affine, "synthetic held-out subjects")
         )
     return written
