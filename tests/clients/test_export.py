@@ -25,7 +25,7 @@ from fedsparsify.platform.modelfile import (
     round_state,
 )
 from fedsparsify.platform.predict import ModelGrid, find_scans, predict, prepare_scan
-from fedsparsify.platform.rounds import Site, aggregate
+from fedsparsify.platform.rounds import Site, aggregate, rounded
 from fedsparsify.platform.spec import FederationSpec
 
 SHAPE = (24, 28, 24)
@@ -55,8 +55,8 @@ def _finished_site(state_dir: Path, *, final: bool = True) -> Site:
     spec = _spec()
     site = Site(spec, _data().sites[0])
     site.begin_round(0, None)
-    site.begin_round(1, aggregate([site.train()]))
-    last = aggregate([site.train()])
+    site.begin_round(1, rounded(aggregate([site.train()])))  # as a site decrypts it
+    last = rounded(aggregate([site.train()]))
     fed = {
         "id": "f" * 32,
         "state": "completed",
@@ -92,7 +92,7 @@ def test_export_round_trips_the_rounded_model_exactly(tmp_path: Path) -> None:
     assert set(got) == set(want)
     assert all(torch.equal(got[k], want[k]) for k in want)
     assert all(torch.equal(loaded.mask[k], site.mask[k]) for k in site.mask)
-    assert 0 < worst <= ROUNDING_GRID / 2
+    assert worst <= ROUNDING_GRID / 2  # decrypted averages are on the grid already
     for tensor in got.values():
         if tensor.is_floating_point():
             steps = tensor.double() / ROUNDING_GRID
@@ -178,3 +178,44 @@ def test_a_tampered_or_newer_model_folder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not an exported model"):
         read_model_dir(tmp_path / "state")
     assert np.isfinite(card["rounding"]["max_abs_change"])
+
+
+def test_a_release_01_state_directory_exports_read_only(tmp_path: Path) -> None:
+    """A site that finished under 0.1 can still export its model (given the spec)."""
+    fixture = Path(__file__).parents[1] / "fixtures" / "release-0.1"
+    state = tmp_path / "site"
+    shutil.copytree(fixture / "site", state)
+    before = {p.name: p.read_bytes() for p in state.iterdir()}
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(RELEASE_01_SPEC))
+    with pytest.raises(DataError, match="does not record the spec: pass the federation's spec"):
+        export_model(state, tmp_path / "m0")
+    card = export_model(state, tmp_path / "model", spec_file=spec)
+    assert {p.name: p.read_bytes() for p in state.iterdir()} == before  # nothing written
+    loaded = read_model_dir(tmp_path / "model", check_sparse=True)
+    legacy = torch.load(state / "checkpoint.pt", weights_only=True)["site"]["model"]
+    want, _ = round_state(legacy)
+    assert all(torch.equal(loaded.model.state_dict()[k], want[k]) for k in want)
+    assert (
+        card["federation"]["id"]
+        == json.loads((state / "credentials.json").read_text())["federation_id"]
+    )
+    assert card["final_validation"] is None and "input" not in card  # 0.1 recorded neither
+    assert card["spec_verified"] is False
+    assert (
+        "a release-0.1 state records no spec" in (tmp_path / "model" / "model-card.md").read_text()
+    )
+
+
+RELEASE_01_SPEC = {
+    "name": "release-0.1 fixture",
+    "rounds": 2,
+    "min_clients": 2,
+    "quorum": 2,
+    "round_timeout_s": 600,
+    "crypto_preset": "lean",
+    "method": "fedsparsify-global",
+    "schedule": {"kind": "progressive", "target": 0.5, "fraction": 0.5, "start_round": 1},
+    "model": {"kind": "mlp", "input_shape": [1, 8, 8], "hidden": 16},
+    "seed": 3,
+}

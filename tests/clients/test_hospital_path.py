@@ -1,8 +1,9 @@
 """A hospital's whole path through the CLI, each step its own process, as the README shows it.
 
 ``data synth`` → ``serve`` → ``federation create --spec examples/specs/brainage-demo.json`` →
-three ``client`` processes → ``federation start-round`` → ``export`` → ``predict`` on the
-held-out scans. The fast test runs three rounds and checks every artefact; the slow one runs the
+the sites' fingerprints in one peers file (what they exchange out of band) → three
+``client --peers`` processes → ``federation start-round`` → ``export`` → ``predict`` on
+the held-out scans. The fast test runs three rounds and checks every artefact; the slow one runs the
 spec's 40 rounds and requires the predicted ages to follow the true ones (Pearson r > 0.5).
 """
 
@@ -23,15 +24,18 @@ import numpy as np
 import pytest
 
 from fedsparsify.clients.checkpoint import CHECKPOINT_FILE
-from fedsparsify.clients.launcher import SiteProcess, start_aggregator, start_site
+from fedsparsify.clients.launcher import (
+    SiteProcess,
+    confirm_peers,
+    start_aggregator,
+    start_site,
+)
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).parents[2]
 SPEC = ROOT / "examples" / "specs" / "brainage-demo.json"
 SITES = ("site-0", "site-1", "site-2")
-#: How a site decides whom it trusts, added to every `client` command line (e.g. --peers FILE).
-SITE_TRUST_ARGS: tuple[str, ...] = ()
 
 
 def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> str:
@@ -84,6 +88,9 @@ def _federation(tmp_path: Path, *, rounds: int | None, subjects: int, heldout: i
         out = _cli(*create, *(["--rounds", str(rounds)] if rounds else []), env=env)
         fid = re.search(r"federation: (\w+)", out).group(1)  # type: ignore[union-attr]
         code = re.search(r"join code \(shown once\): (\S+)", out).group(1)  # type: ignore[union-attr]
+        # the hospitals' exchange of fingerprints (`fedsparsify identity` lines), played here
+        states = {name: tmp_path / "state" / name for name in SITES}
+        peers = confirm_peers(states, tmp_path / "peers.txt")
         try:
             for name in SITES:
                 sites.append(
@@ -94,7 +101,7 @@ def _federation(tmp_path: Path, *, rounds: int | None, subjects: int, heldout: i
                         state_dir=tmp_path / "state" / name,
                         name=name,
                         log_dir=tmp_path / "logs",
-                        extra_args=SITE_TRUST_ARGS,
+                        peers=peers,
                     )
                 )
 
@@ -112,7 +119,7 @@ def _federation(tmp_path: Path, *, rounds: int | None, subjects: int, heldout: i
             state = tmp_path / "state" / "site-1"
             again = _cli(
                 "client", "--server", server.url, "--data", str(data / "site-1"),
-                "--state", str(state), *SITE_TRUST_ARGS,
+                "--state", str(state), "--peers", str(peers),
             )  # fmt: skip
         finally:
             for proc in sites:

@@ -57,9 +57,9 @@ def test_waiting_for_round_zero_names_the_operators_command_once(
     view = _view()
     with caplog.at_level(logging.INFO, logger="fedsparsify.clients.site_log"):
         for _ in range(3):
-            view.waiting(_fed(5, 0, state="enrolling"), -1)
+            view.waiting(_fed(5, 0, state="enrolling"), "c1")
         view.round_done(
-            3, {"val_mae": 9.123, "sparsity": 0.5, "upload_bytes": 12345.0, "round_s": 2.04}
+            3, 0, {"val_mae": 9.123, "sparsity": 0.5, "upload_bytes": 12345.0, "round_s": 2.04}
         )
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2

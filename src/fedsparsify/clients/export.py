@@ -4,21 +4,27 @@ What the export needs and the state directory alone does not hold, the site reco
 federation completes (:func:`final_summary`, saved in its last checkpoint): rounds and sites of
 the federation, its own final validation MAE, the key set's digest, and the age-bias correction
 fitted on its own validation set (:mod:`fedsparsify.platform.agebias`). The export then reads
-the checkpoint, rounds the model's values (:func:`~fedsparsify.platform.modelfile.round_state`)
-and writes the folder (:func:`~fedsparsify.platform.modelfile.write_model_dir`). Nothing is
-sent anywhere.
+the checkpoint (without writing to the state directory), puts the model's values on the result
+grid (:func:`~fedsparsify.platform.modelfile.round_state`) and writes the folder
+(:func:`~fedsparsify.platform.modelfile.write_model_dir`). Nothing is sent anywhere.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
 
 from fedsparsify import __version__
+from fedsparsify.clients.checkpoint import (
+    CHECKPOINT_FILE,
+    LEGACY_CHECKPOINT_FILE,
+    read_checkpoint,
+    read_legacy_checkpoint,
+)
 from fedsparsify.clients.site_log import rounds_taken_part
-from fedsparsify.clients.state import StateDir
 from fedsparsify.errors import ConfigError, DataError
 from fedsparsify.platform.agebias import AgeBias, fit_age_bias
 from fedsparsify.platform.masks import kept_count, prunable_shapes, sparsity, unpack_mask
@@ -26,7 +32,7 @@ from fedsparsify.platform.modelfile import ROUNDING_GRID, round_state, write_mod
 from fedsparsify.platform.models import build_model, count_trainable
 from fedsparsify.platform.predict import ModelGrid
 from fedsparsify.platform.rounds import Site, spec_digest
-from fedsparsify.platform.spec import FederationSpec
+from fedsparsify.platform.spec import FederationSpec, parse_spec
 from fedsparsify.platform.training import predict_outputs
 
 __all__ = ["export_model", "final_summary", "render_card"]
@@ -74,14 +80,29 @@ def final_summary(
     return summary
 
 
-def _load_finished(
-    state_dir: Path, spec_file: Path | None
-) -> tuple[dict[str, Any], FederationSpec]:
+def _read_state(state_dir: Path) -> tuple[dict[str, Any], str | None]:
+    """The checkpoint and federation id of a state directory, read without writing to it
+    (a release-0.1 ``checkpoint.pt`` too: see :mod:`.checkpoint`)."""
     if not state_dir.is_dir():
         raise DataError(f"{state_dir} is not a site's state directory (`client --state`)")
-    checkpoint = StateDir(state_dir).load_checkpoint()
-    if checkpoint is None:
+    if (state_dir / CHECKPOINT_FILE).exists():
+        checkpoint = read_checkpoint(state_dir / CHECKPOINT_FILE)
+    elif (state_dir / LEGACY_CHECKPOINT_FILE).exists():
+        checkpoint = read_legacy_checkpoint(state_dir / LEGACY_CHECKPOINT_FILE)
+    else:
         raise DataError(f"{state_dir} holds no checkpoint: this site has not trained yet")
+    try:
+        creds = json.loads((state_dir / "credentials.json").read_text())
+        federation_id = str(creds["federation_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        federation_id = None
+    return checkpoint, federation_id
+
+
+def _load_finished(
+    state_dir: Path, spec_file: Path | None
+) -> tuple[dict[str, Any], FederationSpec, str | None]:
+    checkpoint, federation_id = _read_state(state_dir)
     site_state = checkpoint.get("site") or {}
     if not checkpoint.get("final") or not site_state.get("finished"):
         raise DataError(
@@ -101,15 +122,17 @@ def _load_finished(
             f"{state_dir} was written by an older fedsparsify and does not record the spec: "
             "pass the federation's spec with --spec FILE (`fedsparsify federation show ID`)"
         )
-    spec = FederationSpec.model_validate(raw)
-    if spec_digest(spec) != site_state.get("spec_digest"):
+    spec = parse_spec(raw, source=str(spec_file) if spec_file else "the saved spec")
+    legacy = "spec" not in checkpoint  # 0.1 hashed its own spec format: no digest to compare
+    if not legacy and spec_digest(spec) != site_state.get("spec_digest"):
         raise ConfigError(f"the spec does not match the one {state_dir} trained under")
-    return checkpoint, spec
+    checkpoint["spec_verified"] = not legacy
+    return checkpoint, spec, federation_id
 
 
 def export_model(state_dir: Path, out: Path, *, spec_file: Path | None = None) -> dict[str, Any]:
     """Write ``out`` from the finished site in ``state_dir``; return the model card."""
-    checkpoint, spec = _load_finished(state_dir, spec_file)
+    checkpoint, spec, federation_id = _load_finished(state_dir, spec_file)
     site_state = checkpoint["site"]
     model = build_model(spec.model, seed=spec.seed)
     mask = unpack_mask(site_state["mask"], prunable_shapes(model))
@@ -119,13 +142,12 @@ def export_model(state_dir: Path, out: Path, *, spec_file: Path | None = None) -
         raise DataError(f"{state_dir}: the saved model does not fit the spec: {exc}") from exc
     rounded, worst = round_state(model.state_dict())
     summary: dict[str, Any] = checkpoint.get("summary") or {}
-    creds = StateDir(state_dir).credentials
     card: dict[str, Any] = {
         "created_at": _utc(time.time()),
         "fedsparsify_version": __version__,
         "site": site_state.get("name"),
         "federation": {
-            "id": creds.federation_id if creds else summary.get("federation_id"),
+            "id": federation_id or summary.get("federation_id"),
             "name": spec.name,
             "rounds_planned": spec.rounds,
             "rounds_completed": summary.get("rounds"),
@@ -135,6 +157,7 @@ def export_model(state_dir: Path, out: Path, *, spec_file: Path | None = None) -
             "key_set_digest": summary.get("key_set_digest"),
         },
         "spec": spec.model_dump(mode="json"),
+        "spec_verified": checkpoint["spec_verified"],
         "parameters": count_trainable(model),
         "prunable_weights": sum(m.numel() for m in mask.values()),
         "kept_weights": kept_count(mask),
@@ -143,7 +166,7 @@ def export_model(state_dir: Path, out: Path, *, spec_file: Path | None = None) -
         "age_bias": summary.get("age_bias"),
         "rounding": {
             "grid": ROUNDING_GRID,
-            "grid_text": "2^-14",
+            "grid_text": f"2^{math.log2(ROUNDING_GRID):.0f}",
             "mode": "every floating value to the nearest multiple of the grid (ties to even)",
             "max_abs_change": worst,
             "why": "decrypted CKKS values carry noise that must not be published in full",
@@ -180,6 +203,12 @@ def render_card(card: dict[str, Any]) -> str:
         f"- sites ({len(sites)}): "
         + (", ".join(f"{s['name']} ({s['num_samples']} samples)" for s in sites) or "unknown"),
         f"- key set digest: `{_fmt(fed.get('key_set_digest'))}`",
+        "- spec: "
+        + (
+            "the one the site trained under"
+            if card.get("spec_verified")
+            else "given at export (a release-0.1 state records no spec to check it against)"
+        ),
         f"- model: {spec['model']['kind']} width {spec['model']['width']}, input "
         f"{spec['model']['input_shape']}, {card['parameters']:,} parameters; "
         f"{card['kept_weights']:,} of {card['prunable_weights']:,} prunable weights kept",

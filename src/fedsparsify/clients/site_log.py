@@ -89,7 +89,8 @@ class SiteLog:
                 self.server,
             )
             return
-        entry = next((h for h in fed.get("history", []) if h.get("index") == current), {})
+        history: list[dict[str, Any]] = fed.get("history", [])
+        entry: dict[str, Any] = next((h for h in history if h.get("index") == current), {})
         running = bool(entry) and entry.get("state") not in ("closed", "failed")
         if running and client_id not in entry.get("participants", []):
             self._once(

@@ -2,8 +2,8 @@
 
 A model folder holds, all owner-only:
 
-- ``model.safetensors``: the final global model's ``state_dict``, every floating value rounded
-  to a multiple of :data:`ROUNDING_GRID` (decrypted CKKS values carry noise that must not be
+- ``model.safetensors``: the final global model's ``state_dict``, every floating value on the
+  result grid of :mod:`.round_rules` (decrypted CKKS values carry noise that must not be
   published at full precision; pruned weights stay exactly zero),
 - ``mask.safetensors``: the pruning mask, one bool tensor per prunable weight,
 - ``sparse.safetensors``: the same model compactly: per prunable weight ``NAME.bitmask``
@@ -37,6 +37,7 @@ from fedsparsify.errors import ConfigError, DataError
 from fedsparsify.platform.agebias import AgeBias
 from fedsparsify.platform.masks import Mask, check_mask, prunable_shapes
 from fedsparsify.platform.models import build_model
+from fedsparsify.platform.round_rules import RESULT_GRID, round_to_grid
 from fedsparsify.platform.spec import FederationSpec
 
 __all__ = [
@@ -54,9 +55,8 @@ __all__ = [
 
 MODEL_FORMAT = "fedsparsify-model"
 MODEL_FORMAT_VERSION = 1
-#: 2^-14 (about 6.1e-5): some 100 times the largest CKKS error of a decrypted average (6e-7),
-#: and far below what changes a prediction.
-ROUNDING_GRID = 2.0**-14
+#: The grid every site rounds decrypted averages to (2^-18): exported values stay on it.
+ROUNDING_GRID = RESULT_GRID
 MODEL_FILE = "model.safetensors"
 MASK_FILE = "mask.safetensors"
 SPARSE_FILE = "sparse.safetensors"
@@ -68,15 +68,17 @@ TENSOR_FILES = (MODEL_FILE, MASK_FILE, SPARSE_FILE)
 def round_state(
     state: Mapping[str, torch.Tensor], grid: float = ROUNDING_GRID
 ) -> tuple[dict[str, torch.Tensor], float]:
-    """Every floating tensor rounded to a multiple of ``grid``; and the largest change made."""
+    """Every floating tensor on the result grid (:func:`.round_rules.round_to_grid`, the rule
+    sites apply to every decrypted average); and the largest change made."""
     out: dict[str, torch.Tensor] = {}
     worst = 0.0
     for name, tensor in state.items():
         t = tensor.detach().cpu()
-        if t.is_floating_point():
-            rounded = torch.round(t.double() / grid) * grid
-            worst = max(worst, float((rounded - t.double()).abs().max()) if t.numel() else 0.0)
-            t = rounded.to(t.dtype)
+        if t.is_floating_point() and t.numel():
+            values = np.asarray(round_to_grid(t.numpy(), grid)).reshape(t.shape)
+            rounded = torch.from_numpy(values).to(t.dtype)
+            worst = max(worst, float((rounded.double() - t.double()).abs().max()))
+            t = rounded
         out[name] = t.clone().contiguous()
     return out, worst
 

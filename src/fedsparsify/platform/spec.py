@@ -162,6 +162,7 @@ class FederationSpec(_Frozen):
         """Registrations the join code allows."""
         return self.enrollment.max_uses or self.min_clients
 
+
 def validation_lines(exc: ValidationError) -> list[str]:
     """One ``field: problem`` line per error of a pydantic validation."""
     lines = []
