@@ -14,8 +14,6 @@ import json
 import os
 import re
 import secrets
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ from fedsparsify.clients.launcher import (
     start_aggregator,
     start_site,
 )
+from tests.cli import run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -39,16 +38,8 @@ SITES = ("site-0", "site-1", "site-2")
 
 
 def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> str:
-    run = subprocess.run(
-        [sys.executable, "-m", "fedsparsify", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
-        check=False,
-    )
-    assert run.returncode == 0, f"{args[0]} failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
-    return run.stdout
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return run_cli(*args, env=environment, timeout=timeout).stdout
 
 
 def _wait_for(what: str, predicate, timeout_s: float, sites: list[SiteProcess]) -> None:  # type: ignore[no-untyped-def]
