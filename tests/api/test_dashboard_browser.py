@@ -199,6 +199,25 @@ def test_sign_in_and_watch_rounds_advance_live(
     assert page.errors == []  # type: ignore[attr-defined]
 
 
+def test_older_rounds_fold_away(page: Page, server: AggregatorProcess, harness: Harness) -> None:
+    fed = harness.federation((10, 20, 30), name="long federation", rounds=14)
+    for index in range(13):
+        upload_all(harness, fed, index, fed.members, seed=10 + index)
+    sign_in(page, server.url, ADMIN_TOKEN)
+    page.goto(f"{server.url}/#/federations/{fed.id}")
+    rows = page.locator("table[data-table=rounds] tbody tr")
+    expect(rows).to_have_count(12)
+    expect(rows.first).to_have_attribute("data-round", "13")
+    page.click("button.fold")
+    expect(rows).to_have_count(14)
+    expect(rows.last).to_have_attribute("data-round", "0")
+    page.wait_for_timeout(3 * POLL_S * 1000)  # refreshes keep the choice
+    expect(rows).to_have_count(14)
+    page.click("button.fold")
+    expect(rows).to_have_count(12)
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
 def test_a_member_sees_only_its_own_federation(
     page: Page, server: AggregatorProcess, harness: Harness
 ) -> None:

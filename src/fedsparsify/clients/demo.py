@@ -483,7 +483,10 @@ def run_demo_with_progress(options: DemoOptions) -> Path:
             )
 
         def dashboard(address: str, token_file: Path) -> None:
-            console.print(f"dashboard: {address} (sign in with the admin token in {token_file})")
+            console.print(
+                f"dashboard: {address} (sign in with the admin token in {token_file})",
+                soft_wrap=True,
+            )
 
         def tables(report: Path, results: list[RunResult]) -> None:
             live.stop()

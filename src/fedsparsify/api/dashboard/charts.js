@@ -87,6 +87,7 @@ export function lineChart({ id, title, series, yFormat = String, yMin, yMax, emp
   axis.append(svg("line", { x1: M.left, x2: W - M.right, y1: H - M.bottom, y2: H - M.bottom, stroke: "#9aa4b2" }));
   root.append(axis);
 
+  const radius = all.length > 80 ? 1.6 : 3;
   series.forEach((s, i) => {
     if (s.points.length === 0) return;
     const colour = COLOURS[i % COLOURS.length];
@@ -95,10 +96,10 @@ export function lineChart({ id, title, series, yFormat = String, yMin, yMax, emp
     const pts = [...s.points].sort((a, b) => a[0] - b[0]);
     g.append(svg("polyline", {
       points: pts.map(([x, y]) => `${px(x).toFixed(1)},${py(y).toFixed(1)}`).join(" "),
-      fill: "none", stroke: colour, "stroke-width": 2, "stroke-linejoin": "round",
+      fill: "none", stroke: colour, "stroke-width": all.length > 80 ? 1.4 : 2, "stroke-linejoin": "round",
     }));
     for (const [x, y] of pts) {
-      const dot = svg("circle", { cx: px(x).toFixed(1), cy: py(y).toFixed(1), r: 3, fill: colour });
+      const dot = svg("circle", { cx: px(x).toFixed(1), cy: py(y).toFixed(1), r: radius, fill: colour });
       dot.append(text("title", {}, `${s.name}, round ${x}: ${yFormat(y)}`));
       g.append(dot);
     }

@@ -13,6 +13,9 @@ let session = null;
 let timer = null;
 let generation = 0;
 let lastKey = null;
+let showAllRounds = false;
+/** Rounds listed before the rest are folded away. */
+const LATEST_ROUNDS = 12;
 
 class ApiError extends Error {
   constructor(status, code, detail) {
@@ -89,6 +92,7 @@ function fmtRelative(iso) {
   if (!iso) return "";
   const seconds = Math.round((new Date(iso).getTime() - Date.now()) / 1000);
   const abs = Math.abs(seconds);
+  if (abs < 2) return "just now";
   const span = abs < 90 ? `${abs} s` : abs < 5400 ? `${Math.round(abs / 60)} min` : `${(abs / 3600).toFixed(1)} h`;
   return seconds >= 0 ? `in ${span}` : `${span} ago`;
 }
@@ -224,7 +228,9 @@ function renderFederation({ fed, clients, rounds }) {
       h("div", { class: "small", text: p.last_seen_at ? `seen ${fmtRelative(p.last_seen_at)}` : "" })),
   ));
 
-  const roundRows = [...merged].reverse().map((r) => {
+  const newestFirst = [...merged].reverse();
+  const shown = showAllRounds ? newestFirst : newestFirst.slice(0, LATEST_ROUNDS);
+  const roundRows = shown.map((r) => {
     const uploadBytes = sum(Object.values(r.history.upload_bytes ?? {}).flatMap((c) => Object.values(c)));
     const open = r.state === "open" || r.state === "collecting";
     return h("tr", { round: String(r.index), state: r.state },
@@ -242,7 +248,7 @@ function renderFederation({ fed, clients, rounds }) {
     );
   });
   const roundHeaders = [["Round", "num"], ["State"], hasAttempt ? ["Attempt", "num"] : null, ["Participants"],
-    ["Uploaded", "num"], ["Upload bytes", "num"], ["Aggregation", "num"], ["Deadline"], ["Closed"]].filter(Boolean);
+    ["Uploaded", "num"], ["Bytes up, all sites", "num"], ["Aggregation", "num"], ["Deadline"], ["Closed"]].filter(Boolean);
 
   return [
     h("div", { class: "title" },
@@ -256,8 +262,24 @@ function renderFederation({ fed, clients, rounds }) {
         roster, { id: "roster" })),
     h("section", { class: "panel" }, h("h2", { text: "Rounds" }),
       merged.length ? table(roundHeaders, roundRows, { id: "rounds" })
-        : h("p", { class: "muted", text: "No round has opened yet." })),
+        : h("p", { class: "muted", text: "No round has opened yet." }),
+      merged.length > LATEST_ROUNDS ? foldButton(merged.length) : null),
   ];
+}
+
+function foldButton(count) {
+  const button = h("button", {
+    class: "fold", text: showAllRounds ? `show the latest ${LATEST_ROUNDS} rounds` : `show all ${count} rounds`,
+  });
+  button.type = "button";
+  button.addEventListener("click", () => {
+    showAllRounds = !showAllRounds;
+    generation += 1; // a refresh still in flight draws nothing and stops
+    lastKey = null;
+    window.clearTimeout(timer);
+    refresh(generation);
+  });
+  return button;
 }
 
 function renderError(error) {
