@@ -20,14 +20,22 @@ import logging
 import re
 from functools import cache
 from importlib import resources
+from typing import Annotated
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import RedirectResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.orm import Session
 
 from fedsparsify.api.db import ClientRow
-from fedsparsify.api.routes.deps import SESSION_COOKIE, CallerDep, StateDep, read_body
+from fedsparsify.api.routes.deps import (
+    SESSION_COOKIE,
+    CallerDep,
+    StateDep,
+    bearer_scheme,
+    read_body,
+)
 from fedsparsify.api.schemas import DashboardSession, ErrorBody, iso
 from fedsparsify.api.services.auth import Caller
 from fedsparsify.api.services.sessions import (
@@ -200,13 +208,18 @@ def sign_out(request: Request, state: StateDep) -> Response:
     summary="Who is signed in (dashboard session or bearer)",
     responses={401: {"model": ErrorBody}},
 )
-def whoami(request: Request, caller: CallerDep, state: StateDep) -> DashboardSession:
+def whoami(
+    request: Request,
+    caller: CallerDep,
+    state: StateDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> DashboardSession:
     """The caller the dashboard's cookie (or a bearer token) stands for: the admin, or a client
     and its federation; when the session ends; how often the page refreshes."""
     expires: float | None = None
     with state.db.session() as session:
         session_id = request.cookies.get(SESSION_COOKIE)
-        if session_id and "authorization" not in request.headers:
+        if session_id and credentials is None:  # the caller came from the cookie
             expires = session_expiry(session, session_id)
         name = _client_name(session, caller)
     return DashboardSession(
