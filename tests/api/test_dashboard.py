@@ -322,6 +322,29 @@ def test_a_new_admin_token_ends_the_old_admin_sessions(settings: Settings) -> No
         assert client.get("/v1/federations", headers=bearer("fsa_rotated")).status_code == 200
 
 
+def test_removing_a_member_ends_its_sessions(h: Harness) -> None:
+    fed = h.federation(open_round=False)
+    member = fed.members[2]
+    assert sign_in(h.client, member.token)
+    assert h.client.get(fed.path()).status_code == 200
+    h.client.cookies.clear()
+    r = h.client.delete(fed.path(f"/clients/{member.id}"), headers=ADMIN)
+    assert r.status_code == 200, r.text
+    assert sign_in(h.client, member.token) is None  # its token no longer signs in
+    assert sign_in(h.client, fed.members[1].token)  # the others' still do
+
+
+def test_a_removed_members_open_session_ends(h: Harness) -> None:
+    fed = h.federation(open_round=False)
+    member = fed.members[2]
+    assert sign_in(h.client, member.token)
+    r = h.client.delete(fed.path(f"/clients/{member.id}"), headers=ADMIN)
+    assert r.status_code == 200, r.text
+    gone = h.client.get(fed.path())
+    assert gone.status_code == 401 and "no longer valid" in gone.json()["detail"]
+    assert rows(h) == []  # the dead session's row is deleted
+
+
 def test_release_0_1_data_is_shown(tmp_path: Path) -> None:
     """A data directory written by release 0.1 gains the sessions table and is shown: the admin
     and a site of its completed federation sign in and read it."""

@@ -29,7 +29,7 @@ from playwright.sync_api import Error as PlaywrightError
 
 from fedsparsify.clients.launcher import AggregatorProcess, start_aggregator
 from fedsparsify.crypto import SecretContext
-from tests.api.conftest import ADMIN_TOKEN, Fed, Harness, vectors
+from tests.api.conftest import ADMIN, ADMIN_TOKEN, Fed, Harness, vectors
 from tests.browser import chromium_context, missing_chromium, sign_in
 
 pytestmark = pytest.mark.e2e
@@ -162,12 +162,13 @@ def test_sign_in_and_watch_rounds_advance_live(
     expect(page.locator(round_row(page, 0))).to_contain_text("0 / 3")
     expect(page.locator(round_row(page, 0))).to_contain_text("open")
     roster = page.locator("table[data-table=roster]")
+    listed = h.client.get(fed.path("/clients"), headers=sites[0].auth).json()
+    weights = h.round(fed, 0)["weights"]
     for member, share in zip(sites, ("30.0 %", "20.0 %", "50.0 %"), strict=True):
         row = roster.locator(f"tr[data-client='{member.id}']")
-        fingerprint = h.client.get(fed.path("/clients"), headers=member.auth).json()
-        expected = next(c["fingerprint"] for c in fingerprint if c["id"] == member.id)
-        expect(row).to_contain_text(expected)
-        expect(row).to_contain_text(share)
+        expect(row).to_contain_text(next(c["fingerprint"] for c in listed if c["id"] == member.id))
+        expect(row.locator("td").nth(3)).to_have_text(share)
+        expect(row.locator("td").nth(4)).to_have_text(f"{100 * weights[member.id]:.1f} %")
         expect(row).to_contain_text("active")
     page.evaluate("window.__noReload = true")
 
@@ -206,6 +207,21 @@ def test_sign_in_and_watch_rounds_advance_live(
     shot = artefacts / "dashboard-federation.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_a_removed_member_is_shown_removed(
+    page: Page, server: AggregatorProcess, harness: Harness
+) -> None:
+    fed = harness.federation((10, 20, 30, 40), name="with a removal", open_round=False)
+    gone = fed.members[3]
+    sign_in(page, server.url, ADMIN_TOKEN)
+    page.goto(f"{server.url}/#/federations/{fed.id}")
+    row = page.locator(f"table[data-table=roster] tr[data-client='{gone.id}']")
+    expect(row).to_contain_text("active")
+    r = harness.client.delete(fed.path(f"/clients/{gone.id}"), headers=ADMIN)
+    assert r.status_code == 200, r.text
+    expect(row).to_contain_text("removed")
+    expect(page.locator(".fact", has_text="Sites")).to_contain_text("1 removed")
 
 
 def test_older_rounds_fold_away(page: Page, server: AggregatorProcess, harness: Harness) -> None:

@@ -143,10 +143,8 @@ function renderList({ federations }) {
 
 async function loadFederation(id) {
   const base = `/v1/federations/${encodeURIComponent(id)}`;
-  const [fed, clients, rounds] = await Promise.all([
-    api(base), api(`${base}/clients`), api(`${base}/rounds`),
-  ]);
-  return { fed, clients, rounds };
+  const [fed, rounds] = await Promise.all([api(base), api(`${base}/rounds`)]);
+  return { fed, rounds };
 }
 
 function sum(values) {
@@ -163,7 +161,7 @@ function mergedRounds(fed, rounds) {
   return rounds.map((r) => ({ ...(history.get(r.index) ?? {}), ...r, history: history.get(r.index) ?? {} }));
 }
 
-function renderFederation({ fed, clients, rounds }) {
+function renderFederation({ fed, rounds }) {
   const names = new Map(fed.participants.map((p) => [p.id, p.name]));
   const nameOf = (id) => names.get(id) ?? shortId(id);
   const merged = mergedRounds(fed, rounds);
@@ -172,6 +170,8 @@ function renderFederation({ fed, clients, rounds }) {
   const hasAttempt = merged.some((r) => "attempt" in r);
 
   const keys = fed.keys;
+  const members = fed.participants.filter((p) => !p.removed);
+  const removed = fed.participants.length - members.length;
   const keyText = !keys.required
     ? "not needed (plaintext)"
     : `${keys.context_uploaded ? "context stored" : "no context yet"}, ${keys.envelopes_sealed} sealed, ${keys.awaiting_envelope.length} waiting`;
@@ -180,8 +180,12 @@ function renderFederation({ fed, clients, rounds }) {
     fact("Round", current ? `${current.index + 1} of ${spec.rounds}` : `0 of ${spec.rounds}`,
       current ? h("div", { class: "small" }, badge(current.state)) : null),
     fact("Method", spec.method, h("div", { class: "small", text: `schedule: ${spec.schedule?.kind ?? "—"}` })),
-    fact("Encryption", spec.crypto_preset),
-    fact("Sites", `${fed.participants.length}`, h("div", { class: "small", text: `min ${spec.min_clients}, quorum ${spec.quorum}` })),
+    fact("Encryption", spec.crypto_preset,
+      spec.pairwise_masks ? h("div", { class: "small", text: "pairwise masks on every upload" }) : null),
+    fact("Sites", `${members.length}`, h("div", { class: "small",
+      text: `min ${spec.min_clients}, quorum ${spec.quorum}${removed ? `, ${removed} removed` : ""}` })),
+    fact("Weighting", spec.weighting === "equal" ? "equal" : "by samples",
+      h("div", { class: "small", text: `no site above ${Math.round(100 * spec.max_weight_share)} %` })),
     fact("Keys", keyText),
     fact("Created", fmtTime(fed.created_at), fed.finished_at ? h("div", { class: "small", text: `finished ${fmtTime(fed.finished_at)}` }) : null),
   );
@@ -214,18 +218,21 @@ function renderFederation({ fed, clients, rounds }) {
       emptyText: "no site has reported val_mae yet" }),
   );
 
-  // Roster: fingerprints from the member list, liveness from the federation view.
-  const byId = new Map(clients.map((c) => [c.id, c]));
-  const equal = spec.weighting === "equal";
-  const totalSamples = sum(fed.participants.map((p) => p.num_samples));
-  const roster = fed.participants.map((p) => h("tr", { client: p.id },
+  // Roster: declared samples and their share; the weight the latest round gives each site
+  // (the aggregator's, after equal weighting or the cap on any one share); liveness.
+  const totalSamples = sum(members.map((p) => p.num_samples));
+  const weights = current?.weights ?? {};
+  const pct = (x) => `${(100 * x).toFixed(1)} %`;
+  const roster = fed.participants.map((p) => h("tr", { client: p.id, removed: p.removed ? "true" : null },
     h("td", {}, h("strong", { text: p.name }), h("div", { class: "small mono", text: p.id })),
-    h("td", { class: "mono", text: byId.get(p.id)?.fingerprint ?? "—" }),
+    h("td", { class: "mono", text: p.fingerprint ?? "—" }),
     h("td", { class: "num", text: p.num_samples.toLocaleString() }),
-    h("td", { class: "num", text: `${(100 * (equal ? 1 / fed.participants.length : p.num_samples / totalSamples)).toFixed(1)} %` }),
+    h("td", { class: "num", text: p.removed ? "—" : pct(p.num_samples / totalSamples) }),
+    h("td", { class: "num", text: p.id in weights ? pct(weights[p.id]) : "—" }),
     h("td", { text: p.is_dealer ? "key dealer" : p.has_envelope ? "holds the key" : (keys.required ? "waiting for key" : "—") }),
-    h("td", {}, h("span", { class: p.active ? "dot on" : "dot" }), p.active ? "active" : "inactive",
-      h("div", { class: "small", text: p.last_seen_at ? `seen ${fmtRelative(p.last_seen_at)}` : "" })),
+    h("td", {}, p.removed ? h("span", { class: "badge failed", text: "removed" })
+      : [h("span", { class: p.active ? "dot on" : "dot" }), p.active ? "active" : "inactive"],
+    h("div", { class: "small", text: p.last_seen_at ? `seen ${fmtRelative(p.last_seen_at)}` : "" })),
   ));
 
   const newestFirst = [...merged].reverse();
@@ -258,8 +265,9 @@ function renderFederation({ fed, clients, rounds }) {
     facts,
     charts,
     h("section", { class: "panel" }, h("h2", { text: "Sites" }),
-      table([["Site"], ["Fingerprint"], ["Samples", "num"], [equal ? "Share (equal)" : "Share", "num"], ["Key"], ["Liveness"]],
-        roster, { id: "roster" })),
+      table([["Site"], ["Fingerprint"], ["Samples", "num"], ["Share of samples", "num"],
+        [current ? `Weight, round ${current.index}` : "Weight", "num"], ["Key"], ["Liveness"]],
+      roster, { id: "roster" })),
     h("section", { class: "panel" }, h("h2", { text: "Rounds" }),
       merged.length ? table(roundHeaders, roundRows, { id: "rounds" })
         : h("p", { class: "muted", text: "No round has opened yet." }),
