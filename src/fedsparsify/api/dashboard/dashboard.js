@@ -172,9 +172,10 @@ function renderFederation({ fed, rounds }) {
   const keys = fed.keys;
   const members = fed.participants.filter((p) => !p.removed);
   const removed = fed.participants.length - members.length;
-  const keyText = !keys.required
-    ? "not needed (plaintext)"
-    : `${keys.context_uploaded ? "context stored" : "no context yet"}, ${keys.envelopes_sealed} sealed, ${keys.awaiting_envelope.length} waiting`;
+  const keyText = keys.required ? `${keys.envelopes_sealed} sealed` : "none (plaintext)";
+  const keyNote = keys.required
+    ? `${keys.context_uploaded ? "context stored" : "no context yet"}, ${keys.awaiting_envelope.length} waiting`
+    : null;
   const facts = h("div", { class: "facts" },
     fact("State", badge(fed.state), fed.reason ? h("div", { class: "small", text: fed.reason }) : null),
     fact("Round", current ? `${current.index + 1} of ${spec.rounds}` : `0 of ${spec.rounds}`,
@@ -186,7 +187,7 @@ function renderFederation({ fed, rounds }) {
       text: `min ${spec.min_clients}, quorum ${spec.quorum}${removed ? `, ${removed} removed` : ""}` })),
     fact("Weighting", spec.weighting === "equal" ? "equal" : "by samples",
       h("div", { class: "small", text: `no site above ${Math.round(100 * spec.max_weight_share)} %` })),
-    fact("Keys", keyText),
+    fact("Keys", keyText, keyNote ? h("div", { class: "small", text: keyNote }) : null),
     fact("Created", fmtTime(fed.created_at), fed.finished_at ? h("div", { class: "small", text: `finished ${fmtTime(fed.finished_at)}` }) : null),
   );
 
