@@ -59,7 +59,9 @@ def chromium_context(pw: Playwright, profile: Path) -> Iterator[BrowserContext]:
 
 
 def sign_in(page: Page, base_url: str, token: str) -> None:
-    """Fill and submit the sign-in form, as a person would."""
+    """Fill and submit the sign-in form, as a person would (leaving any dashboard page first,
+    so that its refresh loop cannot navigate in between)."""
+    page.goto("about:blank")
     page.goto(f"{base_url}/")
     page.fill("#token", token)
     with page.expect_navigation():

@@ -302,8 +302,9 @@ def test_sign_out_ends_the_session(
 ) -> None:
     sign_in(page, server.url, ADMIN_TOKEN)
     (cookie,) = browser.cookies()
-    with page.expect_navigation():
-        page.click("form.sign-out button")
+    expect(page.locator("h1")).to_have_text("Federations")  # the page is up and refreshing
+    page.wait_for_timeout(2 * POLL_S * 1000)
+    page.click("form.sign-out button")
     expect(page.locator("#token")).to_be_visible()
     assert browser.cookies() == []
     # The old session id is dead on the server too, not only forgotten by the browser.

@@ -14,6 +14,7 @@ let timer = null;
 let generation = 0;
 let lastKey = null;
 let showAllRounds = false;
+let leaving = false; // signing out: polls stop, and their 401s must not navigate
 /** Rounds listed before the rest are folded away. */
 const LATEST_ROUNDS = 12;
 
@@ -33,7 +34,7 @@ async function api(path) {
   });
   if (response.status === 401) {
     // The session ended (expired, signed out elsewhere, token revoked): back to the form.
-    window.location.replace("/");
+    if (!leaving) window.location.replace("/");
     throw new ApiError(401, "unauthorized", "signed out");
   }
   const body = await response.json().catch(() => null);
@@ -345,6 +346,11 @@ async function main() {
     ? "signed in as admin"
     : `signed in as site ${me.name ?? me.client_id}`;
   window.addEventListener("hashchange", start);
+  document.querySelector("form.sign-out").addEventListener("submit", () => {
+    leaving = true;
+    generation += 1;
+    window.clearTimeout(timer);
+  });
   start();
 }
 
