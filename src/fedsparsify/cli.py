@@ -660,6 +660,9 @@ def demo(
     subjects_per_site: Annotated[
         int, typer.Option(help="synthetic subjects per site (sizes are skewed around it)")
     ] = 150,
+    keep_serving: Annotated[
+        bool, typer.Option(help="keep the aggregator and its dashboard up after the run (Ctrl-C)")
+    ] = False,
 ) -> None:
     """Train brain age across simulated sites over HTTP, encrypted and pruned; write a report."""
     from fedsparsify.clients.demo import DemoOptions, run_demo_with_progress
@@ -679,6 +682,7 @@ def demo(
         kill_site_after_round=kill_site_after_round,
         subjects_per_site=subjects_per_site,
         cache_dir=Path(".cache/brainage"),
+        keep_serving=keep_serving,
     )
     try:
         report = run_demo_with_progress(options)

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from fedsparsify import __version__
 from fedsparsify.api.errors import install_exception_handlers
-from fedsparsify.api.routes import clients, federations, health, keys, rounds
+from fedsparsify.api.routes import clients, dashboard, federations, health, keys, rounds
 from fedsparsify.api.services.auth import bootstrap_admin_token
 from fedsparsify.api.services.rounds import RoundService
 from fedsparsify.api.settings import Settings
@@ -29,6 +29,11 @@ The fedsparsify aggregator: it runs federations on CKKS ciphertexts it cannot re
 or is generated on first start and logged once. Creating a federation returns its enrolment
 token once; registering a client with it returns that client's bearer token once. Tokens are
 stored hashed. Missing or unknown token: 401; valid token, not allowed: 403.
+
+**Dashboard.** `/` serves a read-only page for people: sign in there with the admin token or a
+client token; the browser then holds a session cookie (HttpOnly, SameSite=Strict) that every
+`GET` below accepts in place of the bearer token, with the same rights. Changes always need the
+bearer token.
 
 **Errors.** Always `{"error": code, "detail": text}`; codes are those of `fedsparsify.errors`
 (e.g. 409 `mask_mismatch`, 409 `round_closed`, 413 `payload_too_large`, 422 `invalid_config`).
@@ -109,4 +114,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(clients.router)
     app.include_router(keys.router)
     app.include_router(rounds.router)
+    app.include_router(dashboard.router)
     return app

@@ -43,6 +43,7 @@ __all__ = [
     "ADDED_COLUMNS",
     "Base",
     "ClientRow",
+    "DashboardSessionRow",
     "Database",
     "FederationRow",
     "RoundMetricRow",
@@ -189,6 +190,19 @@ class RoundMetricRow(Base):
     client_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     metrics: Mapped[dict[str, float]] = mapped_column(JSON)
     updated_at: Mapped[float] = mapped_column(Float, default=now)
+
+
+class DashboardSessionRow(Base):
+    """A browser's dashboard sign-in: only the SHA-256 of the session id (the cookie's value)
+    is stored, with the hash of the token it was opened with, so that a rotated admin token or
+    a revoked client ends its sessions. Added after release 0.1: ``create_all`` creates it."""
+
+    __tablename__ = "dashboard_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    credential_hash: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
 
 
 #: Columns added to existing tables after they first shipped: ``(table, column)``, nullable.

@@ -24,6 +24,7 @@ __all__ = [
     "ClientRegistered",
     "ClientRegistration",
     "ContextStored",
+    "DashboardSession",
     "EnrollmentOut",
     "EnrollmentRotation",
     "EnvelopeStored",
@@ -354,6 +355,17 @@ class UploadAccepted(_Out):
     n_values: int
     n_ciphertexts: int
     round_state: RoundState
+
+
+class DashboardSession(_Out):
+    """``GET /dashboard/session``: who the dashboard's cookie (or a bearer token) stands for."""
+
+    role: Literal["admin", "client"]
+    client_id: str | None
+    federation_id: str | None = Field(..., description="a client's own federation")
+    name: str | None = Field(..., description="a client's name")
+    expires_at: str | None = Field(..., description="when the session ends (None: bearer)")
+    poll_s: float = Field(..., description="how often the page refreshes, seconds")
 
 
 class MetricsStored(_Out):

@@ -46,6 +46,15 @@ class Settings(BaseSettings):
         False, description="keep individual uploads after a round closes (default: delete)"
     )
     sqlite_busy_timeout_ms: int = Field(10_000, ge=0)
+    dashboard_session_s: float = Field(
+        8 * 3600.0,
+        gt=0.0,
+        le=30 * 86400.0,
+        description="a dashboard sign-in lasts this many seconds, then the browser signs in again",
+    )
+    dashboard_poll_s: float = Field(
+        2.0, ge=0.2, le=300.0, description="how often the dashboard page asks for fresh data"
+    )
 
     @property
     def effective_database_url(self) -> str:

@@ -6,13 +6,19 @@ template, or a real NIfTI folder split by its ``site`` column), creates the fede
 admin, opens round 0 once every site holds its key, follows the rounds live, and writes a report
 comparing the sparse encrypted run with an in-process plaintext run of the same seed (and, with
 ``--compare``, with dense encrypted and dense plaintext federations run through the same API).
+
+Every federation of a run shares that one aggregator; its dashboard is at ``/``, and the admin
+token to sign in with is written, owner-only, to ``admin-token`` in the report directory.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,6 +91,8 @@ class DemoOptions:
     round_timeout_s: float = 90.0
     kill_site_after_round: int | None = None
     cache_dir: Path | None = None
+    #: After the report, keep the aggregator (and its dashboard) up until SIGINT or SIGTERM.
+    keep_serving: bool = False
 
 
 @dataclass(frozen=True)
@@ -229,20 +237,19 @@ def run_federation_over_http(
     options: DemoOptions,
     data: FederatedData,
     *,
+    server: AggregatorProcess,
     on_progress: Callable[[LiveStatus], None] | None = None,
 ) -> RunResult:
-    """Aggregator + one process per site; returns the run's rows and final metrics."""
+    """One federation on ``server`` with one process per site; the run's rows and metrics."""
     run_dir = options.out_dir / "runs" / plan.name
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    admin_token = secrets.token_urlsafe(24)
     result = RunResult(plan.name, plan.spec.crypto_preset, plan.spec.method)
     started = time.monotonic()
     sites: list[SiteProcess] = []
     live = LiveStatus(plan.name, rounds=plan.spec.rounds)
-    with start_aggregator(run_dir / "aggregator", admin_token=admin_token) as server:
-        admin = server.admin()
+    with server.admin() as admin:
         created = admin.create_federation(plan.spec.model_dump(mode="json"))
         fid = str(created["id"])
         join_code = f"{fid}:{created['enrollment_token']}"
@@ -358,20 +365,72 @@ def reference_plaintext(plan: RunPlan, data: FederatedData) -> Reference:
     )
 
 
+def _admin_token_file(out_dir: Path, token: str) -> Path:
+    """The admin token, owner-only, for signing in to the dashboard (never printed or logged)."""
+    path = out_dir / "admin-token"
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    return path
+
+
+def serve_until_interrupted(server: AggregatorProcess) -> None:
+    """Block until SIGINT (Ctrl-C) or SIGTERM arrives, or the aggregator exits. Both signals
+    are handled here even where the shell started the demo with SIGINT ignored (a background
+    job), as uvicorn does."""
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        while server.alive() and not stop.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_demo(
     options: DemoOptions,
     *,
     on_progress: Callable[[LiveStatus], None] | None = None,
     on_phase: Callable[[str], None] | None = None,
+    on_dashboard: Callable[[str, Path], None] | None = None,
+    on_report: Callable[[Path, list[RunResult], Reference], None] | None = None,
 ) -> tuple[Path, list[RunResult], Reference]:
-    """Run the demo; return the report's path, the runs and the in-process reference."""
+    """Run the demo on one aggregator; return the report's path, the runs and the in-process
+    reference. ``on_dashboard(address, admin token file)`` once the aggregator is up,
+    ``on_report(report, runs, reference)`` once the report is written (then, with
+    ``options.keep_serving``, the aggregator stays up until interrupted)."""
     phase = on_phase or (lambda text: None)
     torch.set_num_threads(1)
     options.out_dir.mkdir(parents=True, exist_ok=True)
+    aggregator_dir = options.out_dir / "aggregator"
+    shutil.rmtree(aggregator_dir, ignore_errors=True)
+    admin_token = secrets.token_urlsafe(24)
+    with start_aggregator(aggregator_dir, admin_token=admin_token) as server:
+        token_file = _admin_token_file(options.out_dir, admin_token)
+        if on_dashboard is not None:
+            on_dashboard(f"{server.url}/", token_file)
+        report, results, reference = _run_and_report(options, server, on_progress, phase)
+        if on_report is not None:
+            on_report(report, results, reference)
+        if options.keep_serving:
+            serve_until_interrupted(server)
+    return report, results, reference
+
+
+def _run_and_report(
+    options: DemoOptions,
+    server: AggregatorProcess,
+    on_progress: Callable[[LiveStatus], None] | None,
+    phase: Callable[[str], None],
+) -> tuple[Path, list[RunResult], Reference]:
     phase("preparing the sites' data")
     data = prepare_data(options)
     results = [
-        run_federation_over_http(plan, options, data, on_progress=on_progress)
+        run_federation_over_http(plan, options, data, server=server, on_progress=on_progress)
         for plan in demo_runs(options)
     ]
     main = results[0]
@@ -416,10 +475,28 @@ def run_demo_with_progress(options: DemoOptions) -> Path:
         f"preset {options.preset}; report in {options.out_dir}",
         highlight=False,
     )
-    with DemoDisplay(console) as display:
-        report, results, reference = run_demo(
-            options, on_progress=display.update, on_phase=display.phase
+    display = DemoDisplay(console)
+
+    def dashboard(address: str, token_file: Path) -> None:
+        console.print(
+            f"dashboard: {address} (sign in with the admin token in {token_file})",
+            soft_wrap=True,
+            highlight=False,
         )
-    for line in summary_lines(results, reference, time.monotonic() - started):
-        console.print(line, highlight=False, soft_wrap=True)
+
+    def closing(report: Path, results: list[RunResult], reference: Reference) -> None:
+        display.__exit__(None, None, None)
+        for line in summary_lines(results, reference, time.monotonic() - started):
+            console.print(line, highlight=False, soft_wrap=True)
+        if options.keep_serving:
+            console.print("the aggregator keeps serving the dashboard: Ctrl-C to stop")
+
+    with display:
+        report, _results, _reference = run_demo(
+            options,
+            on_progress=display.update,
+            on_phase=display.phase,
+            on_dashboard=dashboard,
+            on_report=closing,
+        )
     return report

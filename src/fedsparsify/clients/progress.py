@@ -121,6 +121,7 @@ class DemoDisplay:
     ) -> None:
         if self._live is not None:
             self._live.__exit__(kind, exc, tb)
+            self._live = None  # closing early (before the report's summary) is allowed
 
     def phase(self, text: str) -> None:
         """A step before or after the rounds (data, the in-process reference)."""

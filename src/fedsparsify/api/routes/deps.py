@@ -18,10 +18,13 @@ from fedsparsify.api.services.auth import (
     resolve_caller,
 )
 from fedsparsify.api.services.rounds import RoundService
+from fedsparsify.api.services.sessions import resolve_session
 from fedsparsify.api.state import AppState
-from fedsparsify.errors import PayloadTooLargeError, TruncatedStreamError
+from fedsparsify.errors import AuthenticationError, PayloadTooLargeError, TruncatedStreamError
 
 __all__ = [
+    "READ_METHODS",
+    "SESSION_COOKIE",
     "AdminDep",
     "CallerDep",
     "ClientDep",
@@ -34,6 +37,11 @@ __all__ = [
     "drain",
     "read_body",
 ]
+
+#: The dashboard's session cookie (HttpOnly, SameSite=Strict; see ``routes/dashboard.py``).
+SESSION_COOKIE = "fedsparsify_session"
+#: Methods a dashboard session may be used for.
+READ_METHODS = ("GET", "HEAD")
 
 bearer_scheme = HTTPBearer(
     auto_error=False,
@@ -69,12 +77,21 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def get_caller(
+    request: Request,
     state: StateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> Caller:
-    """Who the bearer token stands for (401 if missing or unknown)."""
+    """Who the bearer token stands for, or else the dashboard's session cookie (401 if missing
+    or unknown). The cookie only reads: a request that changes anything needs a bearer token."""
     token = credentials.credentials if credentials is not None else None
+    session_id = request.cookies.get(SESSION_COOKIE)
     with state.db.session() as session:
+        if token is None and session_id:
+            if request.method not in READ_METHODS:
+                raise AuthenticationError(
+                    "the dashboard's session only reads: send Authorization: Bearer <token>"
+                )
+            return resolve_session(state, session, session_id)
         return resolve_caller(state, session, token)
 
 
