@@ -4,6 +4,8 @@
   with per-site scanners and age distributions (:func:`make_brainage_federation`).
 - :mod:`.nifti`: a folder of NIfTI volumes plus a BIDS-style ``participants.tsv``.
 - :mod:`.digits` and :mod:`.partition`: scikit-learn's digits, IID / Dirichlet / size-skewed.
+- :mod:`.synthetic`: a generated classification task with Dirichlet label skew, each site made
+  on demand, for simulated federations of a thousand sites and more.
 - :mod:`.sitefolder`: one site's data on disk, the entry point of a client process.
 
 Volumes are z-scored per volume and shaped ``(N, 1, D, H, W)``; see :mod:`.preprocess`.
@@ -34,6 +36,7 @@ from fedsparsify.platform.data.partition import (
 )
 from fedsparsify.platform.data.sitedata import FederatedData, SiteData, Task
 from fedsparsify.platform.data.sitefolder import load_site, save_site
+from fedsparsify.platform.data.synthetic import SyntheticClassification
 
 __all__ = [
     "COARSE_SHAPE",
@@ -43,6 +46,7 @@ __all__ = [
     "Participant",
     "SiteData",
     "SiteProfile",
+    "SyntheticClassification",
     "Task",
     "default_site_profiles",
     "dirichlet_partition",
