@@ -30,7 +30,9 @@ client translates a response's ``code`` back into the same class with :func:`err
     │                                                           dealer or roster (client side)
     ├── PlatformError                     platform_error   400  federated-learning core
     │   ├── MaskError                     mask_error       400  mask does not fit the model
-    │   └── DataError                     data_error       400  missing/unreadable data or metadata
+    │   ├── DataError                     data_error       400  missing/unreadable data or metadata
+    │   └── SimulationError               simulation_error 400  a simulated site or its engine
+    │                                                           (Ray) failed
     ├── ServiceError                      service_error    400  aggregator domain errors
     │   ├── NotFoundError                 not_found        404
     │   ├── AuthenticationError           unauthorized     401  missing or wrong token
@@ -70,6 +72,7 @@ __all__ = [
     "RoundMismatchError",
     "SecretKeyRequiredError",
     "ServiceError",
+    "SimulationError",
     "TrailingBytesError",
     "TransportError",
     "TruncatedStreamError",
@@ -211,6 +214,12 @@ class DataError(PlatformError):
     """Data is missing, unreadable or inconsistent with its metadata."""
 
     code = "data_error"
+
+
+class SimulationError(PlatformError):
+    """A simulated site's round, or the engine running it (Ray), failed."""
+
+    code = "simulation_error"
 
 
 class ServiceError(FedsparsifyError):

@@ -23,10 +23,12 @@ _MB = 1024 * 1024
 
 
 class RssSampler:
-    """Samples a process tree's RSS in a thread; :meth:`reset` starts a new peak window."""
+    """Samples a process tree's RSS in a thread (``children=False``: the process alone);
+    :meth:`reset` starts a new peak window."""
 
-    def __init__(self, pid: int, interval_s: float = SAMPLE_S) -> None:
+    def __init__(self, pid: int, interval_s: float = SAMPLE_S, *, children: bool = True) -> None:
         self._proc = psutil.Process(pid)
+        self._children = children
         self._interval = interval_s
         self._lock = threading.Lock()
         self._peak = 0
@@ -55,7 +57,8 @@ class RssSampler:
 
     def _sample(self) -> int:
         try:
-            procs = [self._proc, *self._proc.children(recursive=True)]
+            kids = self._proc.children(recursive=True) if self._children else []
+            procs = [self._proc, *kids]
             return sum(p.memory_info().rss for p in procs)
         except psutil.Error:
             return 0

@@ -2,7 +2,9 @@
 
 Rounds are named by their index (0 to rounds - 1) here, in the live progress and in every
 site's log. The plots carry a title and, where the demo ran one, the in-process plaintext
-reference of the same spec as a dashed line.
+reference of the same spec as a dashed line. Regression runs (brain age) report MAE;
+classification runs (``task="classification"``, e.g. ``fedsparsify simulate`` on the synthetic
+task) report accuracy in its place.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class RoundRow:
     upload_total_bytes: float = 0.0
     #: this round's aggregate times the sites that took it in: the download traffic
     download_total_bytes: float = 0.0
+    val_accuracy: float = float("nan")
 
 
 @dataclass
@@ -47,6 +50,8 @@ class RunResult:
     final_sparsity: float | None = None
     wall_s: float = 0.0
     events: list[str] = field(default_factory=list)
+    task: str = "regression"
+    final_test_accuracy: float | None = None
 
     @property
     def total_bytes(self) -> tuple[float, float]:
@@ -77,6 +82,19 @@ COLUMNS = (
 )
 
 
+_ACCURACY_COLUMN = ("val_accuracy", "val accuracy", "{:.4f}")
+
+
+def _columns(run: RunResult) -> tuple[tuple[str, str, str], ...]:
+    if run.task != "classification":
+        return COLUMNS
+    return tuple(_ACCURACY_COLUMN if column[0] == "val_mae" else column for column in COLUMNS)
+
+
+def _classification(runs: Sequence[RunResult]) -> bool:
+    return bool(runs) and all(run.task == "classification" for run in runs)
+
+
 def _cell(fmt: str, value: Any) -> str:
     if isinstance(value, float) and math.isnan(value):
         return "-"
@@ -85,12 +103,13 @@ def _cell(fmt: str, value: Any) -> str:
 
 def render_table(run: RunResult) -> str:
     """A Markdown table of one run's rounds."""
-    head = "| " + " | ".join(title for _, title, _ in COLUMNS) + " |"
-    rule = "|" + "|".join("---:" for _ in COLUMNS) + "|"
+    columns = _columns(run)
+    head = "| " + " | ".join(title for _, title, _ in columns) + " |"
+    rule = "|" + "|".join("---:" for _ in columns) + "|"
     lines = [head, rule]
     for row in run.rows:
         values = asdict(row)
-        cells = [_cell(fmt, values[key]) for key, _, fmt in COLUMNS]
+        cells = [_cell(fmt, values[key]) for key, _, fmt in columns]
         if key_sites := values["participants"]:
             cells[-1] = f"{values['contributors']}/{key_sites}"
         lines.append("| " + " | ".join(cells) + " |")
@@ -160,13 +179,21 @@ def write_report(
 ) -> Path:
     """Write ``report.md``, ``metrics.json`` and plots into ``out_dir``; return report.md."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    accuracy = _classification(runs)
+    first = ("accuracy.png", ("val_accuracy", "accuracy", False, "Validation accuracy per round"))
+    if not accuracy:
+        first = (
+            "mae.png",
+            ("val_mae", "validation MAE (years)", False, "Validation MAE per round"),
+        )
     plots = {
-        "mae.png": ("val_mae", "validation MAE (years)", False, "Validation MAE per round"),
+        first[0]: first[1],
         "sparsity.png": ("sparsity", "sparsity", False, "Sparsity of the global model per round"),
         "bytes.png": ("upload_bytes", "bytes", True, "Upload per site per round"),
     }
     for name, (key, label, log, title) in plots.items():
-        plot_title = f"{title} (mean over sites)" if key == "val_mae" else title
+        mean = key in ("val_mae", "val_accuracy")
+        plot_title = f"{title} (mean over sites)" if mean else title
         _plot(runs, key, label, out_dir / name, log=log, title=plot_title, reference=reference)
     payload = {
         "title": title,
@@ -178,13 +205,17 @@ def write_report(
     lines = [f"# {title}", ""]
     if notes:
         lines += [f"- {note}" for note in notes] + [""]
+    metric = "accuracy" if accuracy else "MAE"
     lines += [
-        "| run | preset | method | final test MAE | final sparsity | uploaded MB/site "
+        f"| run | preset | method | final test {metric} | final sparsity | uploaded MB/site "
         "(all rounds) | last upload B/site | MB up + down, all sites | wall s |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for run in runs:
         mae = "-" if run.final_test_mae is None else f"{run.final_test_mae:.2f}"
+        if accuracy:
+            acc = run.final_test_accuracy
+            mae = "-" if acc is None else f"{acc:.4f}"
         sp = "-" if run.final_sparsity is None else f"{run.final_sparsity:.3f}"
         sent = [r.upload_bytes for r in run.rows if not math.isnan(r.upload_bytes)]
         total = f"{sum(sent) / 1e6:.2f}" if sent else "-"
@@ -198,7 +229,7 @@ def write_report(
         lines += ["", f"## {run.name}", "", render_table(run)]
         if run.events:
             lines += ["", *[f"- {event}" for event in run.events]]
-    lines += ["", "![MAE](mae.png) ![sparsity](sparsity.png) ![bytes](bytes.png)", ""]
+    lines += ["", f"![{metric}]({first[0]}) ![sparsity](sparsity.png) ![bytes](bytes.png)", ""]
     report = out_dir / "report.md"
     report.write_text("\n".join(lines))
     return report
