@@ -79,17 +79,23 @@ def _round(k: int) -> tuple[dict[str, SiteIdentity], RoundBinding, list[LocalUpd
     return ids, binding, updates, weights
 
 
-def test_masked_updates_sum_to_the_weighted_average(ctx: SecretContext, tmp_path: Path) -> None:
-    ids, binding, updates, weights = _round(6)
-    total = RunningSum(
+def _sum(
+    ctx: SecretContext, tmp: Path, binding: RoundBinding, weights: dict, *, batch: int
+) -> RunningSum:
+    return RunningSum(
         ctx.public(),
-        tmp_path,
+        tmp,
         channel="values",
         binding=binding,
         mask_digest=MASK,
         weights=weights,
-        batch=4,
+        batch=batch,
     )
+
+
+def test_masked_updates_sum_to_the_weighted_average(ctx: SecretContext, tmp_path: Path) -> None:
+    ids, binding, updates, weights = _round(6)
+    total = _sum(ctx, tmp_path, binding, weights, batch=4)
     for name, update in zip(ids, updates, strict=True):
         total.add(name, _encode(ctx, tmp_path, name, ids, update, weights[name], binding))
         assert total.held < 4  # never more than a batch in memory
@@ -123,15 +129,7 @@ def test_an_update_for_another_round_is_refused(ctx: SecretContext, tmp_path: Pa
     other = RoundBinding("fed", 4, 0, binding.participants_digest)
     names = list(ids)
     for first_bad in (True, False):
-        total = RunningSum(
-            ctx.public(),
-            tmp_path,
-            channel="values",
-            binding=binding,
-            mask_digest=MASK,
-            weights=weights,
-            batch=1,
-        )
+        total = _sum(ctx, tmp_path, binding, weights, batch=1)
         if not first_bad:
             total.add(
                 names[0],
@@ -151,15 +149,7 @@ def test_wrong_weight_stranger_duplicate_and_missing(ctx: SecretContext, tmp_pat
     names = list(ids)
 
     def fresh() -> RunningSum:
-        return RunningSum(
-            ctx.public(),
-            tmp_path,
-            channel="values",
-            binding=binding,
-            mask_digest=MASK,
-            weights=weights,
-            batch=1,
-        )
+        return _sum(ctx, tmp_path, binding, weights, batch=1)
 
     blob = _encode(ctx, tmp_path, names[0], ids, updates[0], weights[names[0]], binding)
     with pytest.raises(RoundMismatchError, match="not a participant"):
