@@ -21,6 +21,7 @@ from fedsparsify.platform.spec import FederationSpec, ScheduleSpec, TrainingSpec
 from fedsparsify.sim import LocalEngine, RayEngine, SimResult, Simulation, make_source
 from fedsparsify.sim.sources import SyntheticSource
 from fedsparsify.sim.specs import default_spec
+from tests.cli import run_cli
 
 #: Two runs of one spec and seed: final models within MODEL_TOLERANCE on AGREEMENT of the
 #: coordinates and within MAX_DIFFERENCE everywhere (see
@@ -154,12 +155,10 @@ def test_cli_joins_a_running_cluster(ray_cluster: Any, tmp_path: Path) -> None:
     """``--address`` joins this session's cluster from another process (a second driver)."""
     address = ray_cluster.get_runtime_context().gcs_address
     out = tmp_path / "report"
-    proc = subprocess.run(
-        [str(Path(sys.executable).with_name("fedsparsify")), "simulate", "--clients", "4",
-         "--rounds", "2", "--address", address, "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+    run_cli(
+        "simulate", "--clients", "4", "--rounds", "2", "--address", address, "--out", str(out),
+        timeout=300,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["simulation"]["engine"] == "ray"
     assert [r["participants"] for r in metrics["simulation"]["rounds"]] == [4, 4]
@@ -210,6 +209,7 @@ sys.modules["ray"] = None  # as if fedsparsify[sim] were not installed
 from fedsparsify.errors import ConfigError
 from fedsparsify.sim import LocalEngine, Simulation, make_engine, make_source
 from fedsparsify.sim.specs import default_spec
+from tests.cli import run_cli
 spec = default_spec(rounds=1)
 result = Simulation(spec, make_source("synthetic", 2, spec), LocalEngine()).run()
 assert result.rows[0].participants == 2
