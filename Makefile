@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The dashboard's browser tests drive Debian's Chromium (never a browser Playwright downloads).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test test-all bench bench-accuracy bench-latency bench-quick lint format clean reliability
+.PHONY: demo test test-all bench bench-accuracy bench-latency bench-simulate bench-quick lint format clean reliability
 
 $(STAMP): requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -43,6 +43,10 @@ bench-accuracy: $(STAMP)
 
 bench-latency: $(STAMP)
 	$(PY) benchmarks/latency.py --out benchmarks/results
+
+# Simulated rounds for 10, 100 and 1,000 sites, local against Ray (about 10 minutes on 2 cores).
+bench-simulate: $(STAMP)
+	$(PY) benchmarks/simulate.py --json benchmarks/results/simulate.json
 
 # The whole reliability battery (fuzzing, kill -9 faults, 32-client load) and its report.
 reliability: $(STAMP)
