@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import pytest
+
 from fedsparsify.bench.probes import RssSampler
 from fedsparsify.platform.spec import FederationSpec, ModelSpec, ScheduleSpec
 from fedsparsify.sim import RayEngine, SimResult, Simulation, make_source
@@ -37,6 +39,7 @@ def _run(sites: int) -> tuple[SimResult, float]:
     return result, growth
 
 
+@pytest.mark.slow  # about a minute on 2 cores: 258 encrypted 0.45 MiB updates
 def test_driver_memory_is_flat_in_the_number_of_sites(ray_cluster: Any) -> None:
     """Sampled driver RSS (this process alone, every 20 ms) during a 50-site and a 200-site
     round: the peak grows by at most 15 MiB more at 200 sites, where holding the 150 extra

@@ -151,6 +151,7 @@ def test_a_failing_site_ends_the_run_naming_it(ray_cluster: Any) -> None:
         engine.close()
 
 
+@pytest.mark.slow  # a second driver process imports torch and joins the cluster (~40 s)
 def test_cli_joins_a_running_cluster(ray_cluster: Any, tmp_path: Path) -> None:
     """``--address`` joins this session's cluster from another process (a second driver)."""
     address = ray_cluster.get_runtime_context().gcs_address
@@ -209,7 +210,6 @@ sys.modules["ray"] = None  # as if fedsparsify[sim] were not installed
 from fedsparsify.errors import ConfigError
 from fedsparsify.sim import LocalEngine, Simulation, make_engine, make_source
 from fedsparsify.sim.specs import default_spec
-from tests.cli import run_cli
 spec = default_spec(rounds=1)
 result = Simulation(spec, make_source("synthetic", 2, spec), LocalEngine()).run()
 assert result.rows[0].participants == 2
