@@ -877,13 +877,34 @@ def bench_accuracy(
     raise typer.Exit(accuracy_main(argv))
 
 
-@bench_app.command("simulate", context_settings=_PASS_THROUGH)
-def bench_simulate(ctx: typer.Context) -> None:
-    """Seconds, bytes and memory per simulated round for 10, 100 and 1,000 sites, local against
-    Ray (options: `fedsparsify bench simulate --help`; e.g. --quick, --json FILE)."""
+@bench_app.command("simulate")
+def bench_simulate(
+    quick: Annotated[bool, typer.Option(help="4 and 8 sites, one round (CI)")] = False,
+    sites: Annotated[str, typer.Option(help="comma-separated site counts")] = "10,100,1000",
+    engines: Annotated[str, typer.Option(help="comma-separated: local, ray")] = "local,ray",
+    rounds: Annotated[int, typer.Option(min=1, help="measured rounds (after warm-up)")] = 2,
+    sample: Annotated[
+        str, typer.Option(help="N:F pairs: train F of N sites a round ('' for all)")
+    ] = "1000:0.1",
+    cpus: Annotated[int | None, typer.Option(min=1, help="CPUs of the local Ray cluster")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write the rows, commit and command here")
+    ] = None,
+) -> None:
+    """Seconds, bytes and memory per simulated round for 10, 100 and 1,000 sites, local
+    against Ray."""
     from fedsparsify.bench.simulate import main as simulate_main
 
-    raise typer.Exit(simulate_main(list(ctx.args)))
+    argv = _flag_args(
+        quick=quick,
+        sites=sites,
+        engines=engines,
+        rounds=rounds,
+        sample=sample,
+        cpus=cpus,
+        json=json_out,
+    )
+    raise typer.Exit(simulate_main(argv))
 
 
 @bench_app.command("latency")

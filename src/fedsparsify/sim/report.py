@@ -53,7 +53,9 @@ def run_result(result: SimResult, spec: FederationSpec, *, name: str) -> RunResu
         wall_s=result.wall_s,
         task="classification" if classification else "regression",
     )
-    for row in result.rows:
+    for i, row in enumerate(result.rows):
+        # round i's aggregate is what round i + 1's participants download
+        later = result.rows[i + 1].download_bytes if i + 1 < len(result.rows) else 0
         run.rows.append(
             RoundRow(
                 round=row.round,
@@ -65,6 +67,8 @@ def run_result(result: SimResult, spec: FederationSpec, *, name: str) -> RunResu
                 aggregate_ms=row.aggregate_ms,
                 contributors=row.participants,
                 participants=row.participants,
+                upload_total_bytes=float(row.upload_bytes),
+                download_total_bytes=float(later),
             )
         )
     if classification:
