@@ -39,7 +39,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/crypto_costs.py --json benchmarks/results/crypto_costs.json
 
 bench-accuracy: $(STAMP)
-	$(PY) benchmarks/accuracy.py
+	$(PY) benchmarks/accuracy.py --jobs 2
 
 bench-latency: $(STAMP)
 	$(PY) benchmarks/latency.py --out benchmarks/results

@@ -113,17 +113,23 @@ class UpdateCodec:
         start = time.perf_counter()
         vectors: dict[str, np.ndarray] = {}
         digest = ""
+        voters = 0
         for channel, path in files.items():
             with path.open("rb") as fh:
                 header, total = decrypt_sum(self.context, fh, timings=stats.phases)
             vectors[channel] = round_to_grid(total / header.weight)
             if channel == VALUES:
                 digest = header.mask_digest
+            if channel == VOTES:
+                voters = len(header.contributors)
             size = path.stat().st_size
             stats.per_channel_bytes[channel] = size
             stats.bytes += size
         stats.seconds = time.perf_counter() - start
         update = GlobalUpdate(
-            mean=vectors[VALUES], vote_fraction=vectors.get(VOTES), mask_digest=digest
+            mean=vectors[VALUES],
+            vote_fraction=vectors.get(VOTES),
+            mask_digest=digest,
+            contributors=voters,
         )
         return update, stats

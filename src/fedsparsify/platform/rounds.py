@@ -11,7 +11,8 @@ Methods:
 - ``fedsparsify-global``: each site prunes the (bitwise identical) aggregate by global
   magnitude to the schedule's target for the new round, so all sites reach one mask.
 - ``fedsparsify-local``: each site prunes its own trained model to the round's target and votes
-  with its local mask; the next round's mask keeps the coordinates at least half the sites kept.
+  with its local mask; the next round's mask keeps the coordinates enough sites kept (the
+  spec's ``majority_rule``: by default at least floor(K / 2) of the K voters, as published).
 - ``random``: the same random progressive pruning on every site (seed from the spec and round).
 - ``fedavg``: the full mask always.
 """
@@ -75,7 +76,8 @@ class GlobalUpdate:
     """The aggregate of one round, in that round's upload layout.
 
     ``mean``: sample-weighted mean of the uploaded values. ``vote_fraction`` (FedSparsify-Local
-    only): the fraction of contributors that kept each coordinate. ``mask_digest``: the digest
+    only): the fraction of contributors that kept each coordinate, and ``contributors`` how many
+    sites voted (the majority rule works on the counts). ``mask_digest``: the digest
     of the layout the uploads were made in (empty when unknown); a site refuses an update made
     under another mask than its current plan's. A site that missed a round must still take in
     that round's aggregate (``begin_round``) before the next one.
@@ -84,6 +86,7 @@ class GlobalUpdate:
     mean: np.ndarray
     vote_fraction: np.ndarray | None = None
     mask_digest: str = ""
+    contributors: int = 0
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,12 @@ def aggregate(
             assert u.votes is not None
             count += u.votes
         votes = (count / len(updates)).astype(np.float32)
-    return GlobalUpdate(mean=mean, vote_fraction=votes, mask_digest=updates[0].mask_digest)
+    return GlobalUpdate(
+        mean=mean,
+        vote_fraction=votes,
+        mask_digest=updates[0].mask_digest,
+        contributors=len(updates),
+    )
 
 
 def rounded(update: GlobalUpdate) -> GlobalUpdate:
@@ -185,15 +193,22 @@ def rounded(update: GlobalUpdate) -> GlobalUpdate:
         mean=round_to_grid(update.mean),
         vote_fraction=None if votes is None else round_to_grid(votes),
         mask_digest=update.mask_digest,
+        contributors=update.contributors,
     )
 
 
 def apply_global_update(
-    model: nn.Module, plan: RoundPlan, update: GlobalUpdate, method: Method
+    model: nn.Module,
+    plan: RoundPlan,
+    update: GlobalUpdate,
+    method: Method,
+    *,
+    majority_rule: str = "floor-half",
 ) -> Mask:
     """Write ``update`` (made in ``plan``'s layout) into ``model``; return the resulting mask.
 
-    FedSparsify-Local also applies the majority of the votes, so the model becomes the pruned
+    FedSparsify-Local also applies the majority of the votes (``majority_rule``, see
+    :func:`~fedsparsify.platform.pruning.majority_threshold`), so the model becomes the pruned
     global model; other methods keep ``plan.mask``.
     """
     if update.mask_digest and update.mask_digest != plan.mask_digest:
@@ -206,7 +221,15 @@ def apply_global_update(
         return plan.mask
     if update.vote_fraction is None:
         raise PlatformError("fedsparsify-local needs the vote fractions of the previous round")
-    mask = majority_mask(update.vote_fraction, plan.layout, plan.mask)
+    if update.contributors < 1:
+        raise PlatformError("fedsparsify-local needs the number of sites that voted")
+    mask = majority_mask(
+        update.vote_fraction,
+        plan.layout,
+        plan.mask,
+        contributors=update.contributors,
+        rule=majority_rule,
+    )
     apply_mask(model.state_dict(), mask)
     return mask
 
@@ -313,7 +336,13 @@ class Site:
         if previous is not None:
             if self._plan is None:
                 raise PlatformError("round 0 has no previous aggregate to take in")
-            self._mask = apply_global_update(self._model, self._plan, previous, self.spec.method)
+            self._mask = apply_global_update(
+                self._model,
+                self._plan,
+                previous,
+                self.spec.method,
+                majority_rule=self.spec.majority_rule,
+            )
         mask = next_mask(self.spec, self._model, self._mask, round_index)
         apply_mask(self._model.state_dict(), mask)
         self._mask = mask
@@ -339,7 +368,9 @@ class Site:
         if self._finished:
             raise PlatformError(f"site {self.name!r} has already finished")
         self._model.load_state_dict(self._global)
-        self._mask = apply_global_update(self._model, plan, final, self.spec.method)
+        self._mask = apply_global_update(
+            self._model, plan, final, self.spec.method, majority_rule=self.spec.majority_rule
+        )
         self._global = _clone_state(self._model)
         self._finished = True
         return self._mask

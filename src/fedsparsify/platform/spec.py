@@ -137,6 +137,16 @@ class FederationSpec(_Frozen):
     max_attempts: int = Field(2, ge=1, le=10, description="attempts per round (dropouts)")
     enrollment: EnrollmentSpec = Field(default_factory=EnrollmentSpec)
 
+    # -- FedSparsify-Local's majority rule (issue 16) ----------------------------------------
+    majority_rule: Literal["floor-half", "half"] = Field(
+        "floor-half",
+        description=(
+            "fedsparsify-local: a coordinate survives with at least floor(K/2) of K votes "
+            "('floor-half', the published rule) or at least half of them ('half'); they "
+            "differ for odd K"
+        ),
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _default_masks(cls, data: Any) -> Any:
