@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The dashboard's browser tests drive Debian's Chromium (never a browser Playwright downloads).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test test-all bench bench-accuracy bench-latency bench-quick lint format clean reliability
+.PHONY: demo test test-all bench bench-accuracy bench-privacy bench-latency bench-quick lint format clean reliability
 
 $(STAMP): requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -40,6 +40,9 @@ bench: $(STAMP)
 
 bench-accuracy: $(STAMP)
 	$(PY) benchmarks/accuracy.py --jobs 2
+
+bench-privacy: $(STAMP)
+	$(VENV)/bin/fedsparsify bench privacy
 
 bench-latency: $(STAMP)
 	$(PY) benchmarks/latency.py --out benchmarks/results

@@ -783,6 +783,15 @@ def bench_accuracy(
     raise typer.Exit(accuracy_main(argv))
 
 
+@bench_app.command("privacy", context_settings=_PASS_THROUGH)
+def bench_privacy(ctx: typer.Context) -> None:
+    """Membership inference against the final brain-age model and what the aggregator stores
+    (options: `fedsparsify bench privacy --help`; e.g. --quick, --out DIR, --seeds)."""
+    from fedsparsify.bench.privacy import main as privacy_main
+
+    raise typer.Exit(privacy_main(list(ctx.args)))
+
+
 @bench_app.command("latency")
 def bench_latency(
     quick: Annotated[bool, typer.Option(help="100k values, 2 sites, 1 round (CI)")] = False,
