@@ -205,6 +205,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only", help="comma-separated preset names to measure (default: all of them)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--secaggplus",
+        action="store_true",
+        help="instead: ours (pairwise-masked lean CKKS) next to Flower's SecAgg+ "
+        "(needs the bench extra; skipped with a message without it)",
+    )
     return parser.parse_args(argv)
 
 
@@ -215,6 +221,15 @@ def main(argv: list[str] | None = None) -> int:
 
         return masking_main([a for a in argv if a != "--masking"])
     args = parse_args(argv)
+    if args.secaggplus:
+        from fedsparsify.bench.side_by_side import run
+
+        given = sys.argv[1:] if argv is None else argv
+        return run(
+            quick=args.quick,
+            json_path=args.json,
+            command="fedsparsify bench crypto " + " ".join(given),
+        )
     n_total = args.n_total or (100_000 if args.quick else 3_000_000 if args.full else 1_000_000)
     rng = np.random.default_rng(args.seed)
     models = [rng.normal(0.0, 0.05, n_total).astype(np.float32) for _ in range(args.clients)]
