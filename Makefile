@@ -44,7 +44,7 @@ bench-secaggplus: $(STAMP)
 	$(VENV)/bin/fedsparsify bench crypto --secaggplus --json benchmarks/results/secaggplus.json
 
 bench-accuracy: $(STAMP)
-	$(PY) benchmarks/accuracy.py --jobs 2
+	$(PY) benchmarks/accuracy.py --jobs 2 --resume
 
 bench-privacy: $(STAMP)
 	$(VENV)/bin/fedsparsify bench privacy

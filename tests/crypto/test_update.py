@@ -149,13 +149,20 @@ def test_seeded_uploads_are_half_the_public_key_size(
     assert 1.8 < unseeded / seeded < 2.2
 
 
-def test_a_public_key_stream_adds_to_a_seeded_one(
+def test_public_key_streams_add_without_the_key_and_decrypt_to_the_weighted_sum(
     lean: SecretContext, lean_public_key: SecretContext
 ) -> None:
-    # both kinds of ciphertext load under a public context with the same parameters
+    """Public-key (unseeded) ciphertexts load, add under the public context alone and decrypt
+    to numpy's weighted sum; a seeded stream of another key set is refused by that context."""
+    xs = [values(5000, seed=s) for s in (1, 2, 3)]
+    ws = weights(3, seed=4)
+    header, total = decrypt_sum(lean_public_key, aggregate(lean_public_key, xs, ws))
+    expected = np.average(np.stack(xs).astype(np.float64), axis=0, weights=ws)
+    assert header.contributors == ("site-0", "site-1", "site-2")
+    assert np.abs(total / header.weight - expected).max() <= SINGLE_BUDGET["lean_public_key"]
     parser = UpdateParser(lean_public_key.public())
-    parser.feed(stream(lean_public_key, values(100)))
-    parser.finish()
+    with pytest.raises(ContextMismatchError):
+        parser.feed(stream(lean, values(100)))
 
 
 def test_empty_update(lean: SecretContext) -> None:

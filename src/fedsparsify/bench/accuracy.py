@@ -36,6 +36,7 @@ per-round ``curves``, the configuration) and ``accuracy_<dataset>.png`` into ``-
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -49,7 +50,7 @@ from typing import Any, cast
 import torch
 
 from fedsparsify.bench.accuracy_report import format_table, plot_curves, summarise
-from fedsparsify.bench.provenance import provenance
+from fedsparsify.bench.provenance import git_state, provenance
 from fedsparsify.platform.data import (
     COARSE_SHAPE,
     FederatedData,
@@ -87,6 +88,7 @@ RUN_KEYS = (
     "final_value",
     "rounds",
     "seconds",
+    "commit",
 )
 
 logger = logging.getLogger(__name__)
@@ -251,7 +253,7 @@ def run_cell(
         "rounds": setup.rounds,
         "seconds": round(elapsed, 2),
     }
-    assert tuple(row) == RUN_KEYS
+    assert tuple(row) == RUN_KEYS[:-1]
     logger.info(
         "%s %s %.2f seed %d: %s %.4f (last %d rounds) at sparsity %.4f (%.1f s)",
         setup.dataset,
@@ -288,16 +290,36 @@ def _init_worker(threads: int) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
 
+def run_key(setup: Setup, cell: Cell, device: str | None) -> str:
+    """What a finished run is stored under: a digest of its whole configuration."""
+    config = {"setup": setup.describe(), "cell": asdict(cell), "device": device or "cpu"}
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:24]
+
+
 def _run_job(
-    quick: bool, cell: Cell, cache_dir: Path, device: str | None
+    quick: bool, cell: Cell, cache_dir: Path, device: str | None, runs_dir: Path | None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One federation, or its stored result when ``runs_dir`` holds a run of the same
+    configuration (``--resume``); every stored run names the commit it ran under."""
     setup = SETUPS[cell.dataset](quick)
+    stored = runs_dir / f"{run_key(setup, cell, device)}.json" if runs_dir else None
+    if stored is not None and stored.is_file():
+        saved = json.loads(stored.read_text())
+        logger.info("%s: stored run of commit %s", cell, str(saved["row"]["commit"])[:12])
+        return saved["row"], saved["curve"]
     key = f"{cell.dataset}/{cell.seed}"
     if key not in _WORKER:
         _WORKER.clear()  # hold one data set at a time
         _WORKER[key] = load_data(setup, seed=cell.seed, cache_dir=cache_dir)
     row, curve = run_cell(setup, _WORKER[key], cell, device=device)
-    return row, curve_entry(setup, row, curve)
+    row["commit"] = git_state()["commit"]
+    entry = curve_entry(setup, row, curve)
+    if stored is not None:
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        tmp = stored.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"row": row, "curve": entry}))
+        tmp.replace(stored)
+    return row, entry
 
 
 def plan_cells(
@@ -329,6 +351,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per job")
     parser.add_argument("--jobs", type=int, default=1, help="federations run in parallel")
     parser.add_argument("--device", default=None, help="e.g. cuda (default: CPU)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep each finished run under benchmarks/.cache/accuracy-runs and reuse the "
+        "stored runs of the same configuration (a long run on a shared machine can stop and "
+        "go on; the JSON lists the commit of every run)",
+    )
     args = parser.parse_args(argv)
     if args.seeds is not None and len(set(args.seeds)) != len(args.seeds):
         parser.error("--seeds: each seed once")
@@ -357,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "brainage":
             for seed in seeds:
                 load_data(setups[name], seed=seed, cache_dir=args.cache_dir)
-    jobs = [(args.quick, c, args.cache_dir, args.device) for c in cells]
+    runs_dir = CACHE / "accuracy-runs" if args.resume else None
+    jobs = [(args.quick, c, args.cache_dir, args.device, runs_dir) for c in cells]
     if args.jobs == 1:
         results = [_run_job(*job) for job in jobs]
         _WORKER.clear()
@@ -378,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         **record,
         "quick": args.quick,
         "seeds": seeds,
+        "run_commits": sorted({str(r["commit"]) for r in runs}),
         "tail_rounds": TAIL,
         "summary": summary,
         "runs": runs,
