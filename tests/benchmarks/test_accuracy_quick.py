@@ -86,16 +86,16 @@ def test_summary_is_mean_and_sample_std_over_seeds(report: dict[str, Any]) -> No
         assert entry["std"] == pytest.approx(statistics.stdev(values))
         if entry["method"] != "fedavg":
             dense = next(
-                e
-                for e in summary
-                if e["dataset"] == entry["dataset"] and e["method"] == "fedavg"
+                e for e in summary if e["dataset"] == entry["dataset"] and e["method"] == "fedavg"
             )
             deltas = [v - d for v, d in zip(entry["values"], dense["values"], strict=True)]
             assert entry["paired_delta_mean"] == pytest.approx(statistics.fmean(deltas))
             near = abs(entry["mean"] - dense["mean"]) <= max(entry["std"], dense["std"])
             assert (entry["versus_fedavg"] == "within one std") == near
     for line in ("fedavg", "fedsparsify-global", "random"):
-        assert re.search(rf"\| digits \| accuracy \| {line} \| 0\.\d{{4}} ± 0\.\d{{4}}", report["table"])
+        assert re.search(
+            rf"\| digits \| accuracy \| {line} \| 0\.\d{{4}} ± 0\.\d{{4}}", report["table"]
+        )
 
 
 def test_methods_follow_their_own_schedules(report: dict[str, Any]) -> None:
