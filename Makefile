@@ -47,7 +47,7 @@ bench-accuracy: $(STAMP)
 	$(PY) benchmarks/accuracy.py --jobs 2 --resume
 
 bench-privacy: $(STAMP)
-	$(VENV)/bin/fedsparsify bench privacy
+	$(VENV)/bin/fedsparsify bench privacy --resume
 
 bench-latency: $(STAMP)
 	$(PY) benchmarks/latency.py --out benchmarks/results

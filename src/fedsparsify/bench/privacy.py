@@ -32,6 +32,7 @@ target rows. A sum is what no mask hides from a party that holds the key.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import statistics
@@ -53,7 +54,7 @@ from fedsparsify.bench.membership import (
     loss_scores,
     squared_errors,
 )
-from fedsparsify.bench.provenance import provenance
+from fedsparsify.bench.provenance import git_state, provenance
 from fedsparsify.clients.codec import UpdateCodec
 from fedsparsify.crypto import (
     PairwiseMasker,
@@ -177,9 +178,27 @@ def _model_from_upload(site: Site, codec: UpdateCodec, path: Path) -> nn.Module:
     return model
 
 
-def _train_references(setup: Any, seed: int, count: int, cache_dir: Path) -> list[nn.Module]:
+def _stored(runs_dir: Path | None, kind: str, *parts: Any) -> Path | None:
+    if runs_dir is None:
+        return None
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return runs_dir / f"{kind}-{digest[:24]}"
+
+
+def _train_references(
+    setup: Any, seed: int, count: int, cache_dir: Path, runs_dir: Path | None
+) -> list[nn.Module]:
     models = []
     for r in range(count):
+        spec = make_spec(setup, "fedavg", 0.0, seed=seed).model_copy(
+            update={"seed": 7919 * (r + 1) + seed, "name": f"privacy-reference-{r}"}
+        )
+        stored = _stored(runs_dir, "reference", setup.describe(), seed, r)
+        if stored is not None and stored.with_suffix(".pt").is_file():
+            model = build_model(spec.model, seed=spec.seed)
+            model.load_state_dict(torch.load(stored.with_suffix(".pt"), weights_only=True))
+            models.append(model)
+            continue
         data = make_brainage_federation(
             shape=COARSE_SHAPE,
             iid=False,
@@ -188,26 +207,38 @@ def _train_references(setup: Any, seed: int, count: int, cache_dir: Path) -> lis
             subject_offset=REFERENCE_OFFSET * (r + 1),
             **setup.data,
         )
-        spec = make_spec(setup, "fedavg", 0.0, seed=seed).model_copy(
-            update={"seed": 7919 * (r + 1) + seed, "name": f"privacy-reference-{r}"}
-        )
         fed = InProcessFederation(spec, data)
         fed.run()
         models.append(fed.global_model)
         logger.info("reference %d of seed %d: test MAE %.2f", r, seed, fed.rows[-1]["mae"])
+        if stored is not None:
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(fed.global_model.state_dict(), stored.with_suffix(".tmp"))
+            stored.with_suffix(".tmp").replace(stored.with_suffix(".pt"))
     return models
 
 
-def run_seed(quick: bool, seed: int, references: int, cache_dir: Path) -> dict[str, Any]:
-    """Every target and view of one seed: attack metrics, test and train MAE."""
+def run_seed(
+    quick: bool, seed: int, references: int, cache_dir: Path, runs_dir: Path | None = None
+) -> dict[str, Any]:
+    """Every target and view of one seed: attack metrics, test and train MAE. With
+    ``runs_dir`` (``--resume``), finished reference models and targets are stored there and
+    reused; each stored target names the commit it ran under."""
     setup = brainage_setup(quick)
     data = load_data(setup, seed=seed, cache_dir=cache_dir)
     x, y, is_member = _candidates(data)
     site_of = _site_index(data)
-    ref_models = _train_references(setup, seed, references, cache_dir)
+    ref_models = _train_references(setup, seed, references, cache_dir, runs_dir)
     ref_losses = [squared_errors(m, x, y) for m in ref_models]
-    result: dict[str, Any] = {"seed": seed, "targets": {}, "views": {}}
+    result: dict[str, Any] = {"seed": seed, "targets": {}, "views": {}, "commits": []}
     for label, method, target in TARGETS:
+        stored = _stored(runs_dir, "target", setup.describe(), seed, label, references)
+        if stored is not None and stored.with_suffix(".json").is_file():
+            saved = json.loads(stored.with_suffix(".json").read_text())
+            result["targets"][label], result["views"][label] = saved["target"], saved["views"]
+            result["commits"].append(saved["commit"])
+            logger.info("seed %d %s: stored run of commit %s", seed, label, saved["commit"])
+            continue
         spec = make_spec(setup, method, target, seed=seed)
         started = time.perf_counter()
         fed = InProcessFederation(spec, data)
@@ -228,7 +259,7 @@ def run_seed(quick: bool, seed: int, references: int, cache_dir: Path) -> dict[s
         views: dict[str, list[dict[str, dict[str, float]]]] = {v: [] for v in VIEWS}
         initial = build_model(spec.model, seed=spec.seed)
         with tempfile.TemporaryDirectory(prefix="fedsparsify-privacy-") as tmp:
-            ctx, stored = _uploads(spec, fed.sites, Path(tmp))
+            ctx, blobs = _uploads(spec, fed.sites, Path(tmp))
             codec = UpdateCodec(ctx, contributor="site-0")
             for k, site in enumerate(fed.sites):
                 own = site_of == k
@@ -239,10 +270,17 @@ def run_seed(quick: bool, seed: int, references: int, cache_dir: Path) -> dict[s
                     ("aggregator + key, masked upload", "masked"),
                     ("aggregator + key, masks off", "unmasked"),
                 ):
-                    seen = _model_from_upload(site, codec, stored[kind][k])
+                    seen = _model_from_upload(site, codec, blobs[kind][k])
                     views[view].append(_attacks(seen, x, y, is_member, ref_losses, own))
         result["views"][label] = {v: _mean_over_sites(per) for v, per in views.items()}
         logger.info("seed %d %s views: %s", seed, label, result["views"][label])
+        commit = git_state()["commit"]
+        result["commits"].append(commit)
+        if stored is not None:
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            saved = {"target": entry, "views": result["views"][label], "commit": commit}
+            stored.with_suffix(".tmp").write_text(json.dumps(saved))
+            stored.with_suffix(".tmp").replace(stored.with_suffix(".json"))
     return result
 
 
@@ -304,6 +342,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--references", type=int, default=None, help="reference federations")
     parser.add_argument("--cache-dir", type=Path, default=CACHE / "brainage")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="store finished reference models and targets under benchmarks/.cache/privacy-runs "
+        "and reuse them (a long run can stop and go on; the JSON lists every run's commit)",
+    )
     args = parser.parse_args(argv)
     if args.references is not None and args.references < 1:
         parser.error("--references must be at least 1")
@@ -321,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "fedsparsify bench privacy " + " ".join(sys.argv[1:] if argv is None else argv)
     record = provenance(command.strip(), threads=args.threads)
     started = time.perf_counter()
-    per_seed = [run_seed(args.quick, s, references, args.cache_dir) for s in seeds]
+    runs_dir = CACHE / "privacy-runs" if args.resume else None
+    per_seed = [run_seed(args.quick, s, references, args.cache_dir, runs_dir) for s in seeds]
     rows = summarise(per_seed)
     table = format_table(rows)
     report = {
@@ -330,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "seeds": seeds,
         "references": references,
+        "run_commits": sorted({str(c) for s in per_seed for c in s["commits"]}),
         "setup": brainage_setup(args.quick).describe(),
         "summary": rows,
         "per_seed": per_seed,
