@@ -116,7 +116,7 @@ def test_unmasked_dropout_closes_at_the_deadline_with_the_quorum(server: LiveSer
     """Without pairwise masks (a spec choice), a round closes at its deadline with the sites
     that uploaded; with masks it restarts instead (tests/reliability/test_faults.py)."""
     fed = Federation.create(
-        server, SAMPLES, quorum=2, round_timeout_s=2.0, auto_advance=False, pairwise_masks=False
+        server, SAMPLES, quorum=2, round_timeout_s=6.0, auto_advance=False, pairwise_masks=False
     )
     rng = np.random.default_rng(11)
     values = {s.name: rng.normal(0, 0.05, N_VALUES).astype(np.float32) for s in fed.sites[:2]}

@@ -220,7 +220,7 @@ def test_one_of_five_clients_vanishes(server: LiveServer, record: Recorder) -> N
     they upload again and the result is their exact weighted average."""
     samples = (50, 60, 70, 80, 90)
     fed = Federation.create(
-        server, samples, rounds=1, quorum=4, round_timeout_s=4, auto_advance=False
+        server, samples, rounds=1, quorum=4, round_timeout_s=8, auto_advance=False
     )
     values = vectors(5, n=4000, seed=9)
     for site, v in zip(fed.sites[:4], values[:4], strict=True):
