@@ -224,11 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.secaggplus:
         from fedsparsify.bench.side_by_side import run
 
-        given = sys.argv[1:] if argv is None else argv
         return run(
-            quick=args.quick,
-            json_path=args.json,
-            command="fedsparsify bench crypto " + " ".join(given),
+            quick=args.quick, json_path=args.json, command=["fedsparsify", "bench", "crypto", *argv]
         )
     n_total = args.n_total or (100_000 if args.quick else 3_000_000 if args.full else 1_000_000)
     rng = np.random.default_rng(args.seed)

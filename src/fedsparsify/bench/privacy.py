@@ -362,8 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     seeds = args.seeds or ([0, 1] if args.quick else list(SEEDS))
     references = args.references or (1 if args.quick else 2)
-    command = "fedsparsify bench privacy " + " ".join(sys.argv[1:] if argv is None else argv)
-    record = provenance(command.strip(), threads=args.threads)
+    given = sys.argv[1:] if argv is None else argv
+    record = provenance(["fedsparsify", "bench", "privacy", *given])
+    record["threads"] = args.threads
     started = time.perf_counter()
     runs_dir = CACHE / "privacy-runs" if args.resume else None
     per_seed = [run_seed(args.quick, s, references, args.cache_dir, runs_dir) for s in seeds]

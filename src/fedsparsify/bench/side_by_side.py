@@ -178,7 +178,7 @@ def markdown(rows: list[dict[str, Any]], skipped: str | None) -> str:
     return "\n".join(lines)
 
 
-def run(*, quick: bool, json_path: Path | None, command: str) -> int:
+def run(*, quick: bool, json_path: Path | None, command: list[str]) -> int:
     """Measure, print the table, write ``json_path`` (with provenance); 0 on success."""
     import json
     import sys
