@@ -778,6 +778,9 @@ def bench_accuracy(
     resume: Annotated[
         bool, typer.Option(help="store each finished run and reuse stored runs of the same setup")
     ] = False,
+    stored_only: Annotated[
+        bool, typer.Option(help="report the stored runs only, run nothing (lists the missing)")
+    ] = False,
     device: Annotated[str | None, typer.Option(help="e.g. cuda (default: CPU)")] = None,
 ) -> None:
     """FedAvg against FedSparsify and its baselines at target sparsities over seeds (mean ± std
@@ -795,6 +798,7 @@ def bench_accuracy(
         threads=threads,
         jobs=jobs,
         resume=resume,
+        stored_only=stored_only,
         device=device,
     )
     raise typer.Exit(accuracy_main(argv))

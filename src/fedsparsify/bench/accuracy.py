@@ -352,6 +352,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="federations run in parallel")
     parser.add_argument("--device", default=None, help="e.g. cuda (default: CPU)")
     parser.add_argument(
+        "--stored-only",
+        action="store_true",
+        help="report only the runs --resume has stored, run nothing (an unfinished run's "
+        "state; the JSON lists the missing runs)",
+    )
+    parser.add_argument(
         "--resume",
         action="store_true",
         help="keep each finished run under benchmarks/.cache/accuracy-runs and reuse the "
@@ -382,11 +388,21 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     setups = {name: SETUPS[name](args.quick) for name in datasets}
     cells = plan_cells(datasets, methods, targets, seeds)
+    runs_dir = CACHE / "accuracy-runs" if args.resume or args.stored_only else None
+    missing: list[Cell] = []
+    if args.stored_only:
+        assert runs_dir is not None
+        stored = {
+            c: (runs_dir / f"{run_key(setups[c.dataset], c, args.device)}.json") for c in cells
+        }
+        missing = [c for c in cells if not stored[c].is_file()]
+        cells = [c for c in cells if stored[c].is_file()]
+        if not cells:
+            raise SystemExit("--stored-only: no stored run matches; run with --resume first")
     for name in datasets:  # fill the volume cache once, before jobs read it
-        if name == "brainage":
+        if name == "brainage" and not args.stored_only:
             for seed in seeds:
                 load_data(setups[name], seed=seed, cache_dir=args.cache_dir)
-    runs_dir = CACHE / "accuracy-runs" if args.resume else None
     jobs = [(args.quick, c, args.cache_dir, args.device, runs_dir) for c in cells]
     if args.jobs == 1:
         results = [_run_job(*job) for job in jobs]
@@ -408,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         **record,
         "quick": args.quick,
         "seeds": seeds,
+        "missing_runs": [asdict(c) for c in missing],
         "run_commits": sorted({str(r["commit"]) for r in runs}),
         "tail_rounds": TAIL,
         "summary": summary,

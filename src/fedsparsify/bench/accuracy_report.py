@@ -63,18 +63,23 @@ def summarise(
             deltas = [v - d for v, d in zip(values, ref, strict=True)]
             entry["paired_delta_mean"] = statistics.fmean(deltas)
             entry["paired_delta_std"] = _std(deltas)
-            entry["versus_fedavg"] = _verdict(
-                entry["mean"],
-                entry["std"],
-                statistics.fmean(ref),
-                _std(ref),
-                setups[dataset].higher_is_better,
-            )
+            if len(values) > 1:
+                entry["versus_fedavg"] = _verdict(
+                    entry["mean"],
+                    entry["std"],
+                    statistics.fmean(ref),
+                    _std(ref),
+                    setups[dataset].higher_is_better,
+                )
         out.append(entry)
     return out
 
 
 def _cell_text(entry: Mapping[str, Any], metric: str) -> str:
+    if len(entry["values"]) < 2:  # one seed: no spread to show
+        return (
+            f"{entry['mean']:.4f} (n=1)" if metric == "accuracy" else f"{entry['mean']:.2f} (n=1)"
+        )
     if metric == "accuracy":
         text = f"{entry['mean']:.4f} ± {entry['std']:.4f}"
     else:
