@@ -50,7 +50,7 @@ from typing import Any, cast
 import torch
 
 from fedsparsify.bench.accuracy_report import format_table, plot_curves, summarise
-from fedsparsify.bench.provenance import git_state, provenance
+from fedsparsify.bench.provenance import provenance
 from fedsparsify.platform.data import (
     COARSE_SHAPE,
     FederatedData,
@@ -297,10 +297,16 @@ def run_key(setup: Setup, cell: Cell, device: str | None) -> str:
 
 
 def _run_job(
-    quick: bool, cell: Cell, cache_dir: Path, device: str | None, runs_dir: Path | None
+    quick: bool,
+    cell: Cell,
+    cache_dir: Path,
+    device: str | None,
+    runs_dir: Path | None,
+    commit: str | None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """One federation, or its stored result when ``runs_dir`` holds a run of the same
-    configuration (``--resume``); every stored run names the commit it ran under."""
+    configuration (``--resume``); every stored run names the commit whose code ran it (the
+    checkout's commit when the benchmark started)."""
     setup = SETUPS[cell.dataset](quick)
     stored = runs_dir / f"{run_key(setup, cell, device)}.json" if runs_dir else None
     if stored is not None and stored.is_file():
@@ -312,7 +318,7 @@ def _run_job(
         _WORKER.clear()  # hold one data set at a time
         _WORKER[key] = load_data(setup, seed=cell.seed, cache_dir=cache_dir)
     row, curve = run_cell(setup, _WORKER[key], cell, device=device)
-    row["commit"] = git_state()["commit"]
+    row["commit"] = commit
     entry = curve_entry(setup, row, curve)
     if stored is not None:
         stored.parent.mkdir(parents=True, exist_ok=True)
@@ -403,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "brainage" and not args.stored_only:
             for seed in seeds:
                 load_data(setups[name], seed=seed, cache_dir=args.cache_dir)
-    jobs = [(args.quick, c, args.cache_dir, args.device, runs_dir) for c in cells]
+    commit = record["commit"]
+    jobs = [(args.quick, c, args.cache_dir, args.device, runs_dir, commit) for c in cells]
     if args.jobs == 1:
         results = [_run_job(*job) for job in jobs]
         _WORKER.clear()

@@ -54,7 +54,7 @@ from fedsparsify.bench.membership import (
     loss_scores,
     squared_errors,
 )
-from fedsparsify.bench.provenance import git_state, provenance
+from fedsparsify.bench.provenance import provenance
 from fedsparsify.clients.codec import UpdateCodec
 from fedsparsify.crypto import (
     PairwiseMasker,
@@ -219,11 +219,16 @@ def _train_references(
 
 
 def run_seed(
-    quick: bool, seed: int, references: int, cache_dir: Path, runs_dir: Path | None = None
+    quick: bool,
+    seed: int,
+    references: int,
+    cache_dir: Path,
+    runs_dir: Path | None = None,
+    commit: str | None = None,
 ) -> dict[str, Any]:
     """Every target and view of one seed: attack metrics, test and train MAE. With
     ``runs_dir`` (``--resume``), finished reference models and targets are stored there and
-    reused; each stored target names the commit it ran under."""
+    reused; each stored target names ``commit``, the commit whose code ran it."""
     setup = brainage_setup(quick)
     data = load_data(setup, seed=seed, cache_dir=cache_dir)
     x, y, is_member = _candidates(data)
@@ -274,7 +279,6 @@ def run_seed(
                     views[view].append(_attacks(seen, x, y, is_member, ref_losses, own))
         result["views"][label] = {v: _mean_over_sites(per) for v, per in views.items()}
         logger.info("seed %d %s views: %s", seed, label, result["views"][label])
-        commit = git_state()["commit"]
         result["commits"].append(commit)
         if stored is not None:
             stored.parent.mkdir(parents=True, exist_ok=True)
@@ -367,7 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     record["threads"] = args.threads
     started = time.perf_counter()
     runs_dir = CACHE / "privacy-runs" if args.resume else None
-    per_seed = [run_seed(args.quick, s, references, args.cache_dir, runs_dir) for s in seeds]
+    per_seed = [
+        run_seed(args.quick, s, references, args.cache_dir, runs_dir, record["commit"])
+        for s in seeds
+    ]
     rows = summarise(per_seed)
     table = format_table(rows)
     report = {

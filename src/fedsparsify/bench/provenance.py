@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["git_state", "provenance"]
+__all__ = ["provenance"]
 
 
 def _git(*args: str) -> str | None:
@@ -32,19 +32,14 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip()
 
 
-def git_state() -> dict[str, Any]:
-    """``{"commit": sha or None, "dirty": bool or None}`` of this checkout, now (a benchmark
-    that stores each finished run records it per run)."""
-    commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
-
-
 def provenance(command: list[str] | None = None) -> dict[str, Any]:
     """The commit (``None`` outside a git checkout), whether the tree had uncommitted changes,
     the command line, the machine and the UTC time."""
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
     return {
-        **git_state(),
+        "commit": commit,
+        "dirty": bool(status) if status is not None else None,
         "command": " ".join(command if command is not None else sys.argv),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or ''}",
         "python": platform.python_version(),
