@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import zstandard
 
 from fedsparsify.crypto import (
     PairwiseMasker,
@@ -21,7 +20,8 @@ from fedsparsify.crypto import (
     participants_digest,
     read_update,
 )
-from fedsparsify.crypto._seal import SEAL_HEADER
+from fedsparsify.crypto.context import FrameForm
+from fedsparsify.crypto.frames import RingFrame
 from fedsparsify.crypto.pairwise import expand_residues
 from fedsparsify.errors import (
     ConfigError,
@@ -97,11 +97,12 @@ def test_one_upload_is_independent_of_its_values_even_with_the_key(
     lean: SecretContext, identities: dict[str, SiteIdentity]
 ) -> None:
     """Decrypting one stored upload with the shared secret key gives residues that tell
-    nothing about the update: |correlation| < 0.01 over 12,000 values, magnitudes ~1e4."""
+    nothing about the update: |correlation| < 0.05 over 12,000 values (5 standard errors of
+    an independent pair), magnitudes ~1e4."""
     binding = binding_for(identities)
     x = values(N, seed=1)
     alone = decrypt_sum(lean, io.BytesIO(masked(lean, x, "site-a", identities, binding)))[1]
-    assert abs(np.corrcoef(alone, x)[0, 1]) < 0.01
+    assert abs(np.corrcoef(alone, x)[0, 1]) < 0.05
     assert np.abs(alone).mean() > 100 * np.abs(x).mean()
 
 
@@ -223,7 +224,7 @@ def test_update_header_names_its_round(
     binding = binding_for(identities, attempt=2)
     data = masked(lean, values(10), "site-b", identities, binding, channel="votes")
     header, _ = read_update(io.BytesIO(data), lean.public())
-    assert header.binding == binding and header.channel == "votes" and header.version == 2
+    assert header.binding == binding and header.channel == "votes" and header.version == 3
     other = RoundBinding("fed-1", 8, 2, binding.participants_digest)
     with pytest.raises(RoundMismatchError, match="round 8"):
         list(read_update(io.BytesIO(data), lean.public(), expect_binding=other)[1])
@@ -240,22 +241,20 @@ def test_release_0_1_streams_are_read_but_not_accepted_as_uploads() -> None:
             read_update(io.BytesIO(data), expect_binding=RoundBinding("f", 0, 0, ""))
 
 
-def _transparent(payload: bytes, ring: int) -> bytes:
-    """A ciphertext with its second polynomial zeroed (a "transparent" one)."""
-    fields = SEAL_HEADER.unpack_from(payload)
-    body = zstandard.ZstdDecompressor().decompress(payload[16:], max_output_size=1 << 26)
-    body = body[: -8 * ring] + bytes(8 * ring)
-    return SEAL_HEADER.pack(fields[0], 16, fields[2], fields[3], 0, 0, 16 + len(body)) + body
-
-
 def test_transparent_ciphertexts_are_refused(lean: SecretContext) -> None:
     """A ciphertext whose c1 is zero carries its plaintext in the clear (and SEAL loads it):
-    refused. The sum of one update is written unseeded, so its c1 is the last N words."""
+    refused, in a packed full-form frame (a sum written unseeded) and as SEAL bytes."""
+    pub = lean.public()
+    ring = pub.ring
+    assert ring is not None
     update = b"".join(encrypt_update(lean, values(10), weight=0.5, mask_digest="m"))
-    out = io.BytesIO()
-    add_updates(lean.public(), [io.BytesIO(update)], out)
-    _header, frames = read_update(io.BytesIO(out.getvalue()), expect_kind=None)
-    full = next(frames)
-    lean.public()._load_frame(full, 10)  # as written: accepted
+    _header, frames = read_update(io.BytesIO(update), pub)
+    frame = ring.unpack(next(frames), 1)
+    full = pub._expand(frame)
+    assert full.c1 is not None
+    pub._load_frame(ring.pack(full), 10, FrameForm("packed", 0))  # as written: accepted
+    zero_c1 = RingFrame(full.c0, np.zeros_like(full.c1))
     with pytest.raises(MalformedStreamError, match="transparent"):
-        lean.public()._load_frame(_transparent(full, lean.preset.poly_modulus_degree), 10)
+        pub._load_frame(ring.pack(zero_c1), 10, FrameForm("packed", 0))
+    with pytest.raises(MalformedStreamError, match="transparent"):
+        pub._load_frame(ring.to_seal(full.c0, c1=zero_c1.c1), 10, FrameForm("seal"))

@@ -27,16 +27,17 @@ import numpy as np
 
 from fedsparsify.crypto._seal import (
     SEAL_ERRORS,
+    SEAL_HEADER,
+    ciphertext_parts,
     load_ciphertext,
-    load_plaintext,
     load_secret_key,
-    plaintext_coefficients,
     save_secret_key,
     save_to_bytes,
     seal_header_ok,
     sealapi,
     ts,
 )
+from fedsparsify.crypto.frames import RingCodec, RingFrame
 from fedsparsify.crypto.presets import PRESETS, CkksPreset, check_security, get_preset
 from fedsparsify.errors import (
     CryptoError,
@@ -47,6 +48,7 @@ from fedsparsify.errors import (
 )
 
 __all__ = [
+    "FrameForm",
     "PublicContext",
     "SecretContext",
     "Timings",
@@ -77,8 +79,24 @@ def add_time(timings: Timings | None, phase: str, started: float) -> float:
     return now
 
 
-#: A decoded frame: a ``sealapi.Ciphertext`` or, for the plaintext preset, a float64 vector.
+#: A decoded frame: a :class:`~fedsparsify.crypto.frames.RingFrame` or, for the plaintext
+#: preset, a float64 vector.
 Frame = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameForm:
+    """How a stream's frame payloads are encoded (from its header).
+
+    ``encoding``: ``seal`` (SEAL's own serialisation, wire formats 1 and 2; float32 for the
+    plaintext preset), ``packed`` (bit-packed residues, format 3) or ``float32``. ``seeds``:
+    PRNG records per packed frame (0: full form). ``seal_check``: also load a packed frame
+    through SEAL (a second, independent check of what the codec already checked).
+    """
+
+    encoding: str = "seal"
+    seeds: int = 0
+    seal_check: bool = False
 
 
 def resolve_preset(preset: CkksPreset | str) -> CkksPreset:
@@ -180,8 +198,16 @@ class PublicContext:
             self._parms_id = list(self._seal.first_parms_id())
             first = self._seal.first_context_data().parms()
             self.moduli: tuple[int, ...] = tuple(int(m.value()) for m in first.coeff_modulus())
+            self.ring: RingCodec | None = RingCodec(
+                self.moduli,
+                preset.poly_modulus_degree,
+                parms_id=self._parms_id,
+                scale=preset.scale,
+                version=self._seal_version(),
+            )
         else:
             self.moduli = ()
+            self.ring = None
 
     @classmethod
     def from_bytes(cls, data: bytes) -> PublicContext:
@@ -205,8 +231,24 @@ class PublicContext:
 
     # Frame operations used by the wire reader, the sum and decryption (package-internal).
 
-    def _load_frame(self, payload: bytes, n_values: int) -> Frame:
+    def _seal_version(self) -> tuple[int, int]:
+        """SEAL's serialization version, read off an encryption of zero under the public key."""
+        try:
+            ct = sealapi.Ciphertext()
+            sealapi.Encryptor(self._seal, self._tenseal.public_key().data).encrypt_zero(ct)
+            fields = SEAL_HEADER.unpack_from(save_to_bytes(ct))
+        except SEAL_ERRORS as exc:
+            raise CryptoError(f"cannot encrypt under the public key: {exc}") from exc
+        return int(fields[2]), int(fields[3])
+
+    def _codec(self) -> RingCodec:
+        if self.ring is None:
+            raise CryptoError("the plaintext preset has no ciphertext frames")
+        return self.ring
+
+    def _load_frame(self, payload: bytes, n_values: int, form: FrameForm | None = None) -> Frame:
         """Load and check one frame holding ``n_values`` values; typed wire errors otherwise."""
+        form = form or FrameForm()
         if not self.preset.encrypted:
             if len(payload) != 4 * n_values:
                 raise ParameterMismatchError(
@@ -216,10 +258,29 @@ class PublicContext:
             if not np.isfinite(values).all():
                 raise MalformedStreamError("plaintext frame holds NaN or infinite values")
             return values
+        ring = self._codec()
+        if form.encoding == "packed":
+            frame = ring.unpack(payload, form.seeds)
+            if form.seal_check:
+                self._load_ciphertext(self._first_ciphertext(frame))
+            return frame
         if not seal_header_ok(payload):
             raise MalformedStreamError("frame is not a SEAL ciphertext (bad SEAL header)")
+        self._load_ciphertext(payload)
+        return ring.from_seal(payload)
+
+    def _first_ciphertext(self, frame: RingFrame) -> bytes:
+        """SEAL bytes of (c0, c1) or of (c0, the first seed's expansion)."""
+        ring = self._codec()
+        if frame.c1 is not None:
+            return ring.to_seal(frame.c0, c1=frame.c1)
+        return ring.to_seal(frame.c0, seed=frame.seeds[0])
+
+    def _load_ciphertext(self, data: bytes) -> Any:
+        """A ``sealapi.Ciphertext`` loaded and checked by SEAL, then by us (level, size, scale,
+        NTT form, not transparent)."""
         try:
-            ct = load_ciphertext(self._seal, payload)
+            ct = load_ciphertext(self._seal, data)
         except SEAL_ERRORS as exc:
             if "I/O error" in str(exc) or "stream" in str(exc):
                 raise MalformedStreamError(f"unreadable ciphertext frame: {exc}") from exc
@@ -240,24 +301,37 @@ class PublicContext:
         return ct
 
     def _add_frames(self, acc: Frame, other: Frame) -> Frame:
-        """``acc + other``, in place where possible."""
+        """``acc + other``."""
         if not self.preset.encrypted:
             acc += other
             return acc
-        try:
-            self._evaluator.add_inplace(acc, other)
-        except SEAL_ERRORS as exc:
-            raise ParameterMismatchError(f"ciphertexts cannot be added: {exc}") from exc
-        return acc
+        result: Frame = self._codec().add(acc, other)
+        return result
 
-    def _dump_frame(self, frame: Frame) -> bytes:
-        """The payload bytes of a frame."""
+    def _expand(self, frame: RingFrame) -> RingFrame:
+        """``frame`` in full form: every seed record expanded (by SEAL) and added into c1."""
+        ring = self._codec()
+        c1 = frame.c1
+        for seed in frame.seeds:
+            ct = self._load_ciphertext(ring.to_seal(ring.zero, seed=seed))
+            try:
+                parts = ciphertext_parts(save_to_bytes(ct), 256 + 32 * ring.poly_bytes)
+            except SEAL_ERRORS as exc:
+                raise CryptoError(f"cannot expand a seed record: {exc}") from exc
+            a = parts.data.reshape(2, *ring.shape)[1].astype(np.uint64)
+            c1 = a if c1 is None else ring.add_poly(c1, a)
+        return RingFrame(frame.c0, c1)
+
+    def _dump_frame(self, frame: Frame, seeds: int = 0) -> bytes:
+        """The payload bytes of a frame: float32, or packed with ``seeds`` records (0: full
+        form, seeds expanded first)."""
         if not self.preset.encrypted:
             return np.asarray(frame, dtype="<f4").tobytes()
-        try:
-            return save_to_bytes(frame)
-        except SEAL_ERRORS as exc:
-            raise CryptoError(f"cannot serialise a ciphertext: {exc}") from exc
+        if seeds == 0 and frame.seeds:
+            frame = self._expand(frame)
+        elif seeds != len(frame.seeds) or (seeds and frame.c1 is not None):
+            raise CryptoError(f"a frame with {len(frame.seeds)} seeds cannot be written as {seeds}")
+        return self._codec().pack(frame)
 
 
 class SecretContext:
@@ -352,12 +426,13 @@ class SecretContext:
         mask: np.ndarray | None = None,
     ) -> bytes:
         """Encrypt (or, for plaintext, encode) one chunk of at most ``values_per_ciphertext``
-        float64 values, already weighted and range-checked.
+        float64 values, already weighted and range-checked; the frame's packed payload.
 
-        ``mask``: residues (N per ciphertext prime, RNS order) added to the NTT-form plaintext
-        before encryption (:mod:`fedsparsify.crypto.pairwise`). With ``timings``, seconds are
-        added to its ``pack`` (slot layout), ``encrypt`` (CKKS encode and encrypt), ``mask``
-        and ``serialise`` (SEAL save) entries.
+        ``mask``: residues (N per ciphertext prime, RNS order) added to c0 modulo each prime
+        (:mod:`fedsparsify.crypto.pairwise`; the same as adding them to the NTT-form plaintext
+        before encryption). With ``timings``, seconds are added to its ``pack`` (slot layout),
+        ``encrypt`` (CKKS encode and encrypt), ``mask`` and ``serialise`` (SEAL save, bit
+        packing) entries.
         """
         preset = self.preset
         started = time.perf_counter()
@@ -376,51 +451,66 @@ class SecretContext:
         else:
             slots = np.asarray(chunk, dtype=np.float64).tolist()
         started = add_time(timings, "pack", started)
+        ring = self._public._codec()
         try:
             pt = sealapi.Plaintext()
             self._encoder.encode(slots, preset.scale, pt)
-            if mask is not None:
-                started = add_time(timings, "encrypt", started)
-                pt = self._masked(pt, mask)
-                started = add_time(timings, "mask", started)
             if preset.seeded:
                 ct = self._encryptor.encrypt_symmetric(pt)
             else:
                 ct = sealapi.Ciphertext()
                 self._encryptor.encrypt(pt, ct)
             started = add_time(timings, "encrypt", started)
-            out = save_to_bytes(ct)
-            add_time(timings, "serialise", started)
-            return out
+            saved = save_to_bytes(ct)
         except SEAL_ERRORS as exc:
             if "too large" in str(exc):
                 raise ValueRangeError(f"values too large for CKKS encoding: {exc}") from exc
             raise CryptoError(f"encryption failed: {exc}") from exc
+        frame = ring.from_seal(saved)
+        if mask is not None:
+            started = add_time(timings, "serialise", started)
+            if mask.shape != (frame.c0.size,) or mask.dtype != np.uint64:
+                raise CryptoError(f"a mask must be {frame.c0.size} uint64 residues")
+            frame = RingFrame(
+                ring.add_poly(frame.c0, mask.reshape(ring.shape)), frame.c1, frame.seeds
+            )
+            started = add_time(timings, "mask", started)
+        out = ring.pack(frame)
+        add_time(timings, "serialise", started)
+        return out
 
-    def _masked(self, pt: Any, mask: np.ndarray) -> Any:
-        """``pt`` with ``mask`` added coefficient-wise modulo each ciphertext prime."""
-        parts = plaintext_coefficients(pt)
-        moduli = np.asarray(self._public.moduli, dtype=np.uint64)
-        coeffs = parts.coefficients.reshape(len(moduli), -1)
-        if mask.shape != (coeffs.size,) or mask.dtype != np.uint64:
-            raise CryptoError(f"a mask must be {coeffs.size} uint64 residues")
-        coeffs += mask.reshape(coeffs.shape)
-        coeffs %= moduli[:, None]
-        return load_plaintext(self._public._seal, parts)
-
-    def _decrypt_frame(self, frame: Frame, n_values: int) -> np.ndarray:
-        """The first ``n_values`` float64 values of a loaded frame."""
+    def _decrypt_frame(
+        self, frame: Frame, n_values: int, *, timings: Timings | None = None
+    ) -> np.ndarray:
+        """The first ``n_values`` float64 values of a loaded frame. A sum in seeded form is
+        rebuilt first: (c0, the first seed's ``a``) plus (0, each other seed's ``a``), loaded
+        and checked by SEAL (``deserialise`` in ``timings``; the rest is ``decrypt``)."""
         if not self.preset.encrypted:
             return np.asarray(frame, dtype=np.float64)[:n_values]
+        started = time.perf_counter()
+        public = self._public
+        ring = public._codec()
+        ct = public._load_ciphertext(public._first_ciphertext(frame))
+        rest = frame.seeds if frame.c1 is not None else frame.seeds[1:]
+        try:
+            for seed in rest:
+                a = public._load_ciphertext(ring.to_seal(ring.zero, seed=seed))
+                public._evaluator.add_inplace(ct, a)
+        except SEAL_ERRORS as exc:
+            raise CryptoError(f"cannot rebuild a seeded sum: {exc}") from exc
+        started = add_time(timings, "deserialise", started)
         try:
             pt = sealapi.Plaintext()
-            self._decryptor.decrypt(frame, pt)
+            self._decryptor.decrypt(ct, pt)
             if self.preset.complex_packing:
                 decoded = np.asarray(self._encoder.decode_complex(pt), dtype=np.complex128)
-                return decoded.view(np.float64)[:n_values]
-            return np.asarray(self._encoder.decode_double(pt), dtype=np.float64)[:n_values]
+                out = decoded.view(np.float64)[:n_values]
+            else:
+                out = np.asarray(self._encoder.decode_double(pt), dtype=np.float64)[:n_values]
         except SEAL_ERRORS as exc:
             raise CryptoError(f"decryption failed: {exc}") from exc
+        add_time(timings, "decrypt", started)
+        return out
 
 
 def create_secret_context(preset: CkksPreset | str = "lean") -> SecretContext:
