@@ -2,8 +2,10 @@
 
 Every blob is written to a temporary file under ``tmp/`` (same file system), flushed and
 fsynced, then renamed into place and its directory fsynced: a reader sees either the old blob
-or the whole new one, and a blob that was renamed survives a crash. Temporary files left by a
-killed server are discarded at startup (:meth:`BlobStore.discard_temporaries`).
+or the whole new one, and a blob that was renamed survives a crash. Blobs that can be rebuilt
+from others (running sums) may skip both syncs (``durable=False``): a killed process still
+leaves them whole, and their owner must detect a power cut's damage itself. Temporary files
+left by a killed server are discarded at startup (:meth:`BlobStore.discard_temporaries`).
 
 Keys are relative POSIX paths made by the services from ids the server generated; anything
 that could escape the root is refused.
@@ -80,13 +82,24 @@ class BlobStore:
             tmp.unlink(missing_ok=True)
             raise
 
-    def commit(self, tmp: Path, key: str) -> Path:
-        """Atomically move the (already fsynced) temporary file ``tmp`` to ``key``."""
+    def commit(self, tmp: Path, key: str, *, durable: bool = True) -> Path:
+        """Atomically move the (already fsynced, when ``durable``) temporary file ``tmp`` to
+        ``key``; ``durable`` also syncs the directory, so that the rename survives a power cut."""
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, target)
-        fsync_dir(target.parent)
+        if durable:
+            fsync_dir(target.parent)
         return target
+
+    @staticmethod
+    def sync(path: Path) -> None:
+        """Flush a file written with ``durable=False`` to the disk."""
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def put_bytes(self, key: str, data: bytes) -> Path:
         """Write ``data`` as the blob ``key``, atomically."""

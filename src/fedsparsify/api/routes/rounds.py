@@ -135,7 +135,9 @@ async def upload_update(
         check_declared_length(request, state.settings.max_upload_bytes, "upload")
         ticket = await run_in_threadpool(rounds.prepare_upload, fid, index, channel, caller)
         started = time.perf_counter()
-        staged = await stage_upload(state, ticket, counted_stream(request, state, "update"))
+        staged = await stage_upload(
+            state, rounds.files, ticket, counted_stream(request, state, "update")
+        )
         metrics.upload_stage_seconds.observe(time.perf_counter() - started)
         result = await run_in_threadpool(rounds.commit_upload, ticket, staged)
     except FedsparsifyError as exc:

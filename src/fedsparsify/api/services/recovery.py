@@ -1,7 +1,8 @@
 """Restart: bring files and database back in line after a crash.
 
 The database is the truth: temporary files are discarded, upload files without a row deleted,
-and any running sum whose header contributors differ from the rows is rebuilt from the uploads;
+and any running sum whose header contributors differ from the rows, or whose digest file does
+not match it (running sums are written without syncs), is rebuilt from the uploads;
 a round caught ``aggregating``, or one that every participant uploaded to, is closed. Other open
 rounds keep their deadline (stored in the database) and the deadline checker handles them.
 """
@@ -112,5 +113,5 @@ class Recovery:
                     "round %d: rebuilding the %s sum from %d uploads", index, channel, len(known)
                 )
                 paths = self.files.upload_paths(fid, index, channel, known)
-                self.blobs.commit(self.files.fold(ctx, paths), sum_key(fid, index, channel))
+                self.files.commit_sum(self.files.fold(ctx, paths), fid, index, channel)
         fsync_dir(self.blobs.root)
