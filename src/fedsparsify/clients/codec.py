@@ -43,11 +43,13 @@ class CodecStats:
     """Time and bytes spent in one direction of one round.
 
     ``phases``: seconds by crypto phase (``pack``, ``mask``, ``encrypt``, ``serialise`` when
-    encoding; ``deserialise``, ``decrypt`` when decoding), a part of ``seconds``.
+    encoding; ``deserialise``, ``decrypt`` when decoding), a part of ``seconds``. ``values``:
+    the values of the ``values`` channel.
     """
 
     seconds: float = 0.0
     bytes: int = 0
+    values: int = 0
     per_channel_bytes: dict[str, int] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -101,6 +103,7 @@ class UpdateCodec:
             files[channel] = path
             stats.per_channel_bytes[channel] = written
             stats.bytes += written
+        stats.values = int(update.values.size)
         stats.seconds = time.perf_counter() - start
         return files, stats
 
@@ -119,6 +122,7 @@ class UpdateCodec:
             vectors[channel] = round_to_grid(total / header.weight)
             if channel == VALUES:
                 digest = header.mask_digest
+                stats.values = header.n_values
             size = path.stat().st_size
             stats.per_channel_bytes[channel] = size
             stats.bytes += size
