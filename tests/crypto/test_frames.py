@@ -243,9 +243,9 @@ def test_unknown_prng_type_and_transparent_frames_are_refused(lean: SecretContex
         parse(build(version, header, [transparent]), lean.public())
 
 
-def test_seal_rechecks_update_frames(lean: SecretContext, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Upload frames are loaded through SEAL too (a second check); aggregates are not (SEAL
-    loads them when they are decrypted)."""
+def test_seal_rechecks_update_frames_when_asked(
+    lean: SecretContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from fedsparsify.crypto import context
 
     calls: list[int] = []
@@ -253,9 +253,39 @@ def test_seal_rechecks_update_frames(lean: SecretContext, monkeypatch: pytest.Mo
     monkeypatch.setattr(context, "load_ciphertext", lambda *a: calls.append(1) or real(*a))
     data = stream(lean, values(5000))
     parse(data, lean.public())
+    assert calls == []  # the frame codec's own checks
+    parse(data, lean.public(), seal_check=True)
     assert len(calls) == 2
-    parse(data, lean.public(), seal_check=False)
-    assert len(calls) == 2
+
+
+def test_the_codec_accepts_nothing_seal_refuses(lean: SecretContext) -> None:
+    """Mutated packed frames: whatever the codec accepts, SEAL loads too (so leaving SEAL's
+    load out of the upload path loses no check); many are refused by the codec itself."""
+    import random
+
+    pub = lean.public()
+    ring = pub.ring
+    assert ring is not None
+    frames = split(stream(lean, values(4096 * 2)))[2]
+    rnd = random.Random(5)
+    refused = 0
+    for _ in range(200):
+        data = bytearray(frames[rnd.randrange(2)])
+        kind = rnd.choice(["residue at the top", "byte", "prng type"])
+        if kind == "residue at the top":  # a 40-bit residue of all ones: 2^40 - 1 >= q
+            j = rnd.randrange(4096)
+            data[5 * j : 5 * j + 5] = b"\xff" * 5
+        elif kind == "byte":
+            data[rnd.randrange(len(data))] ^= 1 << rnd.randrange(8)
+        else:
+            data[-65] = rnd.randrange(256)
+        try:
+            frame = ring.unpack(bytes(data), 1)
+        except WireFormatError:
+            refused += 1
+            continue
+        pub._load_ciphertext(pub._first_ciphertext(frame))  # raises if SEAL disagrees
+    assert refused > 20
 
 
 # --- seeded aggregates --------------------------------------------------------------------

@@ -193,6 +193,23 @@ def test_residues_are_uniform_below_the_modulus() -> None:
     assert not np.array_equal(r[:100], expand_residues(b"k" * 32, 1, 0, q, 100))
 
 
+def test_expansion_matches_an_independent_reading_of_the_chacha20_stream() -> None:
+    """Every site must derive the same residues from a seed, whatever its version: words of
+    bits(q) bits, little endian, from ChaCha20 with nonce (0, frame, prime, "mask"), those >= q
+    skipped."""
+    import struct
+
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+    q = (1 << 40) - (1 << 14) * 3 + 1  # a 40-bit modulus (primality does not matter here)
+    nonce = bytes(4) + struct.pack(">III", 3, 0, 0x6D61736B)
+    stream = Cipher(algorithms.ChaCha20(b"s" * 32, nonce), mode=None).encryptor()
+    raw = stream.update(bytes(5 * 2000))
+    words = [int.from_bytes(raw[5 * i : 5 * i + 5], "little") for i in range(2000)]
+    want = [w for w in words if w < q][:1500]
+    assert expand_residues(b"s" * 32, 3, 0, q, 1500).tolist() == want
+
+
 def test_masker_refuses_what_it_cannot_do(identities: dict[str, SiteIdentity]) -> None:
     keys = mask_keys(identities)
     good = binding_for(identities)

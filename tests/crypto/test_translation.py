@@ -184,7 +184,7 @@ def test_injected_tenseal_failures_are_translated(
         (
             context,
             "load_ciphertext",
-            lambda: add_updates(lean.public(), [io.BytesIO(lean_stream)], io.BytesIO()),
+            lambda: UpdateParser(lean.public(), seal_check=True).feed(lean_stream),
             WireFormatError,
         ),
         (

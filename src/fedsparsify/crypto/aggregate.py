@@ -72,12 +72,10 @@ class Writer(Protocol):
 class _Source:
     """One input stream: its parser and the frames it has loaded but not yet handed out."""
 
-    def __init__(
-        self, ctx: PublicContext, stream: BinaryIO, index: int, *, seal_check: bool = True
-    ) -> None:
+    def __init__(self, ctx: PublicContext, stream: BinaryIO, index: int) -> None:
         self._stream = stream
         self._index = index
-        self._parser = UpdateParser(ctx, expect_kind=None, seal_check=seal_check)
+        self._parser = UpdateParser(ctx, expect_kind=None)
         self._pending: deque[Frame] = deque()
         while self._parser.header is None:
             if not self._pull():
@@ -188,22 +186,16 @@ def add_updates(
     public_ctx: PublicContext,
     sources: Sequence[BinaryIO],
     out: Writer,
-    *,
-    seal_check: bool = True,
 ) -> UpdateHeader:
     """Write the homomorphic sum of ``sources`` to ``out``; return the aggregate's header.
 
     All sources must be made under ``public_ctx``'s key set (:class:`ContextMismatchError`,
     :class:`ParameterMismatchError`) and add up (:func:`sum_header`). Needs no secret key.
-    ``seal_check=False`` skips the second check of update frames through SEAL, for streams the
-    caller already checked when it accepted them.
     """
     public_ctx = _context(public_ctx)
     if not sources:
         raise ConfigError("add_updates needs at least one source")
-    inputs = [
-        _Source(public_ctx, stream, i, seal_check=seal_check) for i, stream in enumerate(sources)
-    ]
+    inputs = [_Source(public_ctx, stream, i) for i, stream in enumerate(sources)]
     header = sum_header(public_ctx, [s.header for s in inputs])
     out.write(header.to_bytes())
     for _ in range(header.n_ciphertexts):
@@ -236,7 +228,7 @@ class RunningSum:
     def __init__(self, public_ctx: PublicContext, base: BinaryIO | None, out: Writer) -> None:
         self._ctx = _context(public_ctx)
         self._out = out
-        self._base = _Source(self._ctx, base, 0, seal_check=False) if base is not None else None
+        self._base = _Source(self._ctx, base, 0) if base is not None else None
         self._header: UpdateHeader | None = None
         self._frames = 0
 

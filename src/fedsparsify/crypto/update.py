@@ -152,7 +152,7 @@ def decrypt_sum(
         raise SecretKeyRequiredError(
             "decrypt_sum needs the secret context; a public context holds no secret key"
         )
-    parser = UpdateParser(ctx.public(), expect_kind=None, seal_check=False)
+    parser = UpdateParser(ctx.public(), expect_kind=None)
     out: np.ndarray | None = None
     index = 0
     started = time.perf_counter()

@@ -159,7 +159,7 @@ class RoundFiles:
             try:
                 with ExitStack() as stack:
                     sources = [stack.enter_context(p.open("rb")) for p in batch]
-                    add_updates(ctx, sources, pending, seal_check=False)
+                    add_updates(ctx, sources, pending)
             except BaseException:
                 pending.discard()
                 raise

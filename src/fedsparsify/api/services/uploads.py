@@ -173,8 +173,11 @@ class _Receiver:
             self._base.close()
         self._sum = self._out = self._base = None
 
-    def finish(self) -> tuple[UpdateHeader, StreamedSum | None]:
-        """End of the body: the header (truncated: typed error) and the streamed sum."""
+    def finish(self, tail: bytes) -> tuple[UpdateHeader, StreamedSum | None]:
+        """The body's last bytes, then its end: the header (truncated: typed error) and the
+        streamed sum (one worker-thread hop for both)."""
+        if tail:
+            self.feed(tail)
         header = self.parser.finish()
         self.fh.flush()
         os.fsync(self.fh.fileno())
@@ -226,9 +229,7 @@ async def stage_upload(
                 data = b"".join(pending)
                 pending, pending_bytes = [], 0
                 await anyio.to_thread.run_sync(receiver.feed, data)
-        if pending:
-            await anyio.to_thread.run_sync(receiver.feed, b"".join(pending))
-        header, streamed = await anyio.to_thread.run_sync(receiver.finish)
+        header, streamed = await anyio.to_thread.run_sync(receiver.finish, b"".join(pending))
     except BaseException:
         receiver.abort()
         raise
