@@ -265,6 +265,14 @@ def client(
             "(for trying things out: the aggregator could then read your updates)",
         ),
     ] = False,
+    crypto_workers: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="encrypt and decrypt large updates in this many worker processes (0: off; "
+            "`fedsparsify bench pool` shows when it pays)",
+        ),
+    ] = 0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
 ) -> None:
     """Join a federation as a site and take part in every round until it completes."""
@@ -297,6 +305,7 @@ def client(
             verify=str(ca) if ca else True,
             peers=peers,
             trust_aggregator_roster=trust_aggregator_roster,
+            crypto_workers=crypto_workers,
         )
         reports = runtime.run()
     except TrustError as exc:
@@ -396,6 +405,15 @@ def bench_crypto(ctx: typer.Context) -> None:
     from fedsparsify.bench.crypto_costs import main as crypto_main
 
     raise typer.Exit(crypto_main(list(ctx.args)))
+
+
+@bench_app.command("pool", context_settings=_PASS_THROUGH)
+def bench_pool(ctx: typer.Context) -> None:
+    """When encrypting and decrypting frames in worker processes pays, on this machine
+    (options: `fedsparsify bench pool --help`; e.g. --quick, --json FILE)."""
+    from fedsparsify.bench.pool import main as pool_main
+
+    raise typer.Exit(pool_main(list(ctx.args)))
 
 
 @bench_app.command("accuracy", context_settings=_PASS_THROUGH)

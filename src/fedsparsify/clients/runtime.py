@@ -14,6 +14,11 @@ A site acts only with peers it confirmed (``peers``, from ``--peers FILE``), unl
 stops after registering and says which fingerprints to confirm. Key distribution:
 :mod:`fedsparsify.clients.keyring`; trust checks: :mod:`fedsparsify.clients.roster`.
 
+With ``crypto_workers`` (``--crypto-workers``), updates of at least
+``crypto_workers_min_values`` values are encrypted and decrypted in that many worker processes
+(off by default: on a 2-core machine it pays only for large updates, see ``fedsparsify bench
+pool``).
+
 Hooks, for benchmarks: a :class:`RoundProbe` hears how long each step of a round took (the
 codec's crypto phases included), and ``train`` can stand in for :meth:`Site.train`, so that the
 round the benchmark times is the one users run, without training in it.
@@ -36,6 +41,7 @@ from fedsparsify.clients.rest import AggregatorClient, RoundStatus
 from fedsparsify.clients.roster import Member, Peers, Roster, peers_line
 from fedsparsify.clients.state import Credentials, StateDir
 from fedsparsify.crypto import PairwiseMasker, RoundBinding
+from fedsparsify.crypto.parallel import FramePool
 from fedsparsify.errors import (
     ConfigError,
     ConflictError,
@@ -54,6 +60,9 @@ __all__ = ["STEPS", "ClientRuntime", "RoundProbe", "RoundReport"]
 
 log = logging.getLogger(__name__)
 
+
+#: Updates from this many values up go to the crypto worker processes, when there are any.
+DEFAULT_POOL_MIN_VALUES = 128 * 4096
 
 #: Steps a :class:`RoundProbe` hears about: ``take_part`` (a whole round attempt, waiting
 #: excluded), ``begin`` (the platform takes in the previous aggregate and decides the mask),
@@ -97,6 +106,8 @@ class ClientRuntime:
         on_round: Callable[[RoundReport], None] | None = None,
         probe: RoundProbe | None = None,
         train: Callable[[Site], LocalUpdate] | None = None,
+        crypto_workers: int = 0,
+        crypto_workers_min_values: int = DEFAULT_POOL_MIN_VALUES,
     ) -> None:
         self.state = StateDir(state_dir)
         self.identity = self.state.identity()
@@ -107,6 +118,8 @@ class ClientRuntime:
         self.on_round = on_round
         self.probe = probe
         self._train = train or Site.train
+        self._workers = (crypto_workers, crypto_workers_min_values)
+        self._pool: FramePool | None = None
         self._anon = AggregatorClient(server, verify=verify)
         saved = self.state.credentials
         if saved is None:
@@ -217,13 +230,33 @@ class ClientRuntime:
         if self._codec is None:
             context = self.keys.context(self.roster)
             log.info("%s: CKKS key set %s", self.name, context.digest)
-            self._codec = UpdateCodec(context, contributor=self.creds.client_id)
+            workers, min_values = self._workers
+            if workers > 0:
+                self._pool = FramePool(context, workers=workers)
+            self._codec = UpdateCodec(
+                context,
+                contributor=self.creds.client_id,
+                pool=self._pool,
+                pool_min_values=min_values,
+            )
         return self._codec
+
+    def close(self) -> None:
+        """Stop the crypto worker processes, if any."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     # -- rounds ---------------------------------------------------------------------------
 
     def run(self, *, max_wait_s: float | None = None) -> list[RoundReport]:
         """Take part in rounds until the federation completes or fails; returns the reports."""
+        try:
+            return self._run(max_wait_s)
+        finally:
+            self.close()
+
+    def _run(self, max_wait_s: float | None) -> list[RoundReport]:
         self._require_peers()
         codec = self._ensure_codec()
         reports: list[RoundReport] = []
