@@ -434,7 +434,9 @@ def bench_latency(
     workloads: Annotated[
         str | None, typer.Option(help="comma-separated: brainage, vec1m, vec10m, vec100k")
     ] = None,
-    clients: Annotated[int | None, typer.Option(help="site processes (default 2)")] = None,
+    clients: Annotated[
+        int | None, typer.Option(help="site processes (default 4; --quick: 2)")
+    ] = None,
     rounds: Annotated[int | None, typer.Option(help="rounds per row (default 3)")] = None,
     scaling_clients: Annotated[
         str | None, typer.Option(help="comma-separated client counts; '' skips")

@@ -156,24 +156,27 @@ def parse(data: bytes, ctx: object, **kw: object) -> None:
 
 
 def test_a_residue_at_or_above_its_prime_is_refused(lean: SecretContext) -> None:
-    """Checked on the packed values themselves (SEAL would refuse it too, later)."""
+    """Checked on the packed values themselves (SEAL would refuse it too, later), in a whole
+    frame and in a tail frame."""
     ring = lean.public().ring
     assert ring is not None
     version, header, frames = split(stream(lean, values(5000)))
     q = ring.moduli[0]
     for bad in (q, 2**40 - 1):
-        frame = ring.unpack(frames[1], 1)
-        c0 = frame.c0.copy()
-        c0[0, 17] = bad
-        raw = pack_bits(c0[0], 40) + frame.seeds[0]
-        with pytest.raises(MalformedStreamError, match=r"frame 1: c0 residue 17 of prime 0"):
-            parse(build(version, header, [frames[0], raw]), lean.public())
+        for index, tail in ((0, 0), (1, 904)):
+            frame = ring.unpack(frames[index], 1, tail)
+            c0 = frame.c0.copy()
+            c0[0, 17] = bad
+            changed = list(frames)
+            changed[index] = pack_bits(c0[0], 40) + frame.seeds[0]
+            with pytest.raises(MalformedStreamError, match=f"frame {index}: c0 residue 17 of"):
+                parse(build(version, header, changed), lean.public())
 
 
 def test_a_frame_packed_at_another_width_is_refused(lean: SecretContext) -> None:
     ring = lean.public().ring
     assert ring is not None
-    version, header, frames = split(stream(lean, values(100)))
+    version, header, frames = split(stream(lean, values(4096)))
     frame = ring.unpack(frames[0], 1)
     for width in (39, 41, 64):
         raw = pack_bits(frame.c0[0], width) + frame.seeds[0]
@@ -217,7 +220,7 @@ def test_frames_of_other_parameters_are_refused(
         ({"seeds": 2}, MalformedStreamError, "at most one seed"),
         ({"seeds": -1}, MalformedStreamError, "seeds"),
         ({"seeds": True}, MalformedStreamError, "seeds"),
-        ({"seeds": 0}, ParameterMismatchError, "expected 40960"),
+        ({"seeds": 0}, ParameterMismatchError, "expected 20980"),
     ],
 )
 def test_header_payload_fields_are_checked(
@@ -236,8 +239,8 @@ def test_unknown_prng_type_and_transparent_frames_are_refused(lean: SecretContex
     bad_type = frames[0][:-65] + b"\x00" + frames[0][-64:]
     with pytest.raises(MalformedStreamError, match="PRNG type 0"):
         parse(build(version, header, [bad_type]), lean.public())
-    frame = ring.unpack(frames[0], 1)
-    transparent = ring.pack(RingFrame(frame.c0, np.zeros_like(frame.c0)))
+    frame = ring.unpack(frames[0], 1, 100)
+    transparent = ring.pack(RingFrame(frame.c0, np.zeros(ring.shape, np.uint64), (), 100))
     header.update(seeds=0)
     with pytest.raises(MalformedStreamError, match="transparent"):
         parse(build(version, header, [transparent]), lean.public())
@@ -248,14 +251,14 @@ def test_seal_rechecks_update_frames_when_asked(
 ) -> None:
     from fedsparsify.crypto import context
 
+    data = stream(lean, values(5000))
     calls: list[int] = []
     real = context.load_ciphertext
     monkeypatch.setattr(context, "load_ciphertext", lambda *a: calls.append(1) or real(*a))
-    data = stream(lean, values(5000))
     parse(data, lean.public())
     assert calls == []  # the frame codec's own checks
     parse(data, lean.public(), seal_check=True)
-    assert len(calls) == 2
+    assert len(calls) == 1  # the whole frame (a tail frame has no SEAL form of its own)
 
 
 def test_the_codec_accepts_nothing_seal_refuses(lean: SecretContext) -> None:
@@ -329,8 +332,8 @@ def full_form(ctx: SecretContext, aggregate: bytes) -> bytes:
     pub = ctx.public()
     header, frames = read_update(io.BytesIO(aggregate), pub, expect_kind=None)
     parts = [dataclasses.replace(header, seeds=0).to_bytes()]
-    for payload in frames:
-        frame = pub._load_frame(payload, 0, header.form())
+    for index, payload in enumerate(frames):
+        frame = pub._load_frame(payload, header.frame_values(index), header.form())
         packed = pub._dump_frame(frame, 0)
         parts.append(struct.pack(">I", len(packed)) + packed)
     return b"".join(parts)
@@ -383,8 +386,8 @@ def test_a_running_sum_equals_the_batch_sum(lean: SecretContext) -> None:
     acc = RunningSum(pub, base, running)
     header, frames = read_update(io.BytesIO(ups[2]), pub)
     acc.start(header)
-    for payload in frames:
-        acc.add(pub._load_frame(payload, 0, header.form()))
+    for index, payload in enumerate(frames):
+        acc.add(pub._load_frame(payload, header.frame_values(index), header.form()))
     assert acc.finish().contributors == ("c0", "c1", "c2")
     batch = io.BytesIO()
     add_updates(pub, [io.BytesIO(u) for u in ups], batch)
@@ -419,32 +422,49 @@ def test_version_2_streams_still_read_sum_and_decrypt(v2_context: SecretContext)
         ]
         out = io.BytesIO()
         header = add_updates(v2_context.public(), sources, out)
-        assert (header.version, header.payload, header.seeds) == (3, "packed", 0)
+        # a partly filled last ciphertext: the sum stays in format 2 (format 3 encodes it as
+        # a tail frame)
+        assert (header.version, header.payload, header.seeds) == (2, "seal", 0)
         h, total = decrypt_sum(v2_context, io.BytesIO(out.getvalue()))
         assert np.abs(total / h.weight - want).max() < 1e-6
 
 
-def test_a_version_2_upload_adds_to_version_3_ones(v2_context: SecretContext) -> None:
-    xs = np.load(V2 / "values.npz")
-    mine = values(5000, seed=9)
+def test_version_2_and_3_uploads_with_a_partly_filled_ciphertext_do_not_mix(
+    v2_context: SecretContext,
+) -> None:
+    """5,000 values: format 2 slot-encodes the last ciphertext, format 3 sends a tail frame;
+    they cannot be added, and the refusal says why."""
     old = (V2 / "update-site-a-v2.bin").read_bytes()
     binding = read_update(io.BytesIO(old))[0].binding
     v3 = b"".join(
         encrypt_update(
             v2_context,
-            mine,
+            values(5000, seed=9),
             weight=0.5,
             mask_digest="mask-v2",
             contributor="site-c",
             binding=binding,
         )
     )
-    out = io.BytesIO()
-    sources = [io.BytesIO(old), io.BytesIO(v3)]
-    add_updates(v2_context.public(), sources, out)
-    h, total = decrypt_sum(v2_context, io.BytesIO(out.getvalue()))
-    want = 0.5 * xs["site_a"].astype(np.float64) + 0.5 * mine
-    assert np.abs(total - want).max() < 1e-6 and h.contributors == ("site-a", "site-c")
+    with pytest.raises(ParameterMismatchError, match="upgrade the site"):
+        add_updates(v2_context.public(), [io.BytesIO(old), io.BytesIO(v3)], io.BytesIO())
+
+
+def test_tail_frames_cost_what_they_hold(lean: SecretContext) -> None:
+    """A partly filled last ciphertext travels as its t coefficients (5 bytes each) plus the
+    seed, and sums and decrypts like the others (coefficient encoding: even more precise)."""
+    for t in (1, 745, 4095):
+        xs = [values(4096 + t, seed=k) for k in range(3)]
+        ups = [stream(lean, x, weight=1 / 3, contributor=f"c{k}") for k, x in enumerate(xs)]
+        frames = split(ups[0])[2]
+        assert [len(f) for f in frames] == [4096 * 5 + 65, t * 5 + 65]
+        out = io.BytesIO()
+        add_updates(lean.public(), [io.BytesIO(u) for u in ups], out)
+        assert [len(f) for f in split(out.getvalue())[2]] == [4096 * 5 + 195, t * 5 + 195]
+        want = sum(x.astype(np.float64) for x in xs) / 3
+        total = decrypt_sum(lean, io.BytesIO(out.getvalue()))[1]
+        assert np.abs(total - want).max() < 2 * LEAN_BUDGET_PER_SQRT_CLIENT
+        assert np.abs(total[4096:] - want[4096:]).max() < 1e-8
 
 
 def test_release_0_1_fixtures_still_parse(lean: SecretContext) -> None:

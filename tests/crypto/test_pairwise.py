@@ -260,18 +260,21 @@ def test_release_0_1_streams_are_read_but_not_accepted_as_uploads() -> None:
 
 def test_transparent_ciphertexts_are_refused(lean: SecretContext) -> None:
     """A ciphertext whose c1 is zero carries its plaintext in the clear (and SEAL loads it):
-    refused, in a packed full-form frame (a sum written unseeded) and as SEAL bytes."""
+    refused, in packed full-form frames (whole and tail: a sum written unseeded) and as SEAL
+    bytes."""
     pub = lean.public()
     ring = pub.ring
     assert ring is not None
-    update = b"".join(encrypt_update(lean, values(10), weight=0.5, mask_digest="m"))
+    update = b"".join(encrypt_update(lean, values(4096 + 10), weight=0.5, mask_digest="m"))
     _header, frames = read_update(io.BytesIO(update), pub)
-    frame = ring.unpack(next(frames), 1)
-    full = pub._expand(frame)
-    assert full.c1 is not None
-    pub._load_frame(ring.pack(full), 10, FrameForm("packed", 0))  # as written: accepted
-    zero_c1 = RingFrame(full.c0, np.zeros_like(full.c1))
-    with pytest.raises(MalformedStreamError, match="transparent"):
-        pub._load_frame(ring.pack(zero_c1), 10, FrameForm("packed", 0))
-    with pytest.raises(MalformedStreamError, match="transparent"):
-        pub._load_frame(ring.to_seal(full.c0, c1=zero_c1.c1), 10, FrameForm("seal"))
+    for payload, count, tail in zip(frames, (4096, 10), (0, 10), strict=True):
+        full = pub._expand(ring.unpack(payload, 1, tail))
+        assert full.c1 is not None
+        pub._load_frame(ring.pack(full), count, FrameForm("packed", 0))  # as written: accepted
+        zero_c1 = RingFrame(full.c0, np.zeros_like(full.c1), (), tail)
+        with pytest.raises(MalformedStreamError, match="transparent"):
+            pub._load_frame(ring.pack(zero_c1), count, FrameForm("packed", 0))
+        if not tail:
+            with pytest.raises(MalformedStreamError, match="transparent"):
+                seal = ring.to_seal(full.c0, c1=zero_c1.c1)
+                pub._load_frame(seal, count, FrameForm("seal"))

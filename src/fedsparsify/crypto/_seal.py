@@ -41,6 +41,7 @@ __all__ = [
     "ciphertext_parts",
     "load_ciphertext",
     "load_secret_key",
+    "plaintext_data",
     "save_secret_key",
     "save_to_bytes",
     "seal_header_ok",
@@ -64,6 +65,8 @@ SEAL_HEADER = struct.Struct("<HBBBBHQ")
 SEAL_MAGIC = 0xA15E
 #: SEAL's compression modes.
 _COMPR_NONE, _COMPR_ZLIB, _COMPR_ZSTD = 0, 1, 2
+#: A Plaintext's members before its DynArray: parms_id (4 x u64), coeff_count (u64), scale (f64).
+_PLAINTEXT_MEMBERS = struct.Struct("<4QQd")
 #: A Ciphertext's members before its DynArray: parms_id (4 x u64), is_ntt_form (u8), size,
 #: poly_modulus_degree, coeff_modulus_size (u64 each), scale (f64), correction_factor (u64).
 _CIPHERTEXT_MEMBERS = struct.Struct("<4QBQQQdQ")
@@ -313,3 +316,19 @@ def ciphertext_bytes(parts: CiphertextParts) -> bytes:
         SEAL_MAGIC, SEAL_HEADER.size, major, minor, _COMPR_NONE, 0, SEAL_HEADER.size + len(body)
     )
     return header + body
+
+
+def plaintext_data(pt: Any) -> np.ndarray:
+    """The coefficients of a ``sealapi.Plaintext`` (RNS order: N per prime), read off its
+    serialisation (sealapi offers no array access)."""
+    data = save_to_bytes(pt)
+    fields, body = _body(data, 64 + 16 * len(data) + (1 << 20))
+    del fields
+    at = _PLAINTEXT_MEMBERS.size
+    coeff_count = _PLAINTEXT_MEMBERS.unpack_from(body)[4]
+    inner_magic = SEAL_HEADER.unpack_from(body, at)[0]
+    (count,) = _U64.unpack_from(body, at + SEAL_HEADER.size)
+    start = at + SEAL_HEADER.size + _U64.size
+    if inner_magic != SEAL_MAGIC or count != coeff_count or len(body) != start + 8 * count:
+        raise ValueError("unexpected SEAL plaintext layout")
+    return np.frombuffer(body, dtype="<u8", offset=start).astype(np.uint64)

@@ -42,6 +42,7 @@ from fedsparsify.errors import (
     ConfigError,
     CountMismatchError,
     MaskMismatchError,
+    ParameterMismatchError,
     RoundMismatchError,
     ValueRangeError,
     WireFormatError,
@@ -128,6 +129,7 @@ def sum_header(public_ctx: PublicContext, headers: Sequence[UpdateHeader]) -> Up
     if not headers:
         raise ConfigError("a sum needs at least one source")
     first = headers[0]
+    tails = first.n_values % first.values_per_ciphertext
     for i, h in enumerate(headers[1:], start=1):
         if h.mask_digest != first.mask_digest:
             raise MaskMismatchError(
@@ -142,6 +144,12 @@ def sum_header(public_ctx: PublicContext, headers: Sequence[UpdateHeader]) -> Up
         if h.n_values != first.n_values:
             raise CountMismatchError(
                 f"source {i} carries {h.n_values} values, source 0 carries {first.n_values}"
+            )
+        if tails and (h.payload == "seal") != (first.payload == "seal"):
+            raise ParameterMismatchError(
+                f"source {i} is wire format {h.version} and source 0 format {first.version}: "
+                "their last, partly filled ciphertexts are encoded differently and cannot be "
+                "added; every site of a round must write wire format 3 (upgrade the site)"
             )
     weight = math.fsum(h.weight for h in headers)
     if weight > 1.0 + WEIGHT_TOLERANCE:
@@ -161,8 +169,13 @@ def sum_header(public_ctx: PublicContext, headers: Sequence[UpdateHeader]) -> Up
     if ring is not None and all(h.payload == "packed" and h.seeds for h in headers):
         total = sum(h.seeds for h in headers)
         seeds = total if ring.seeded_is_smaller(total) else 0
+    # Sums of version 1 or 2 streams whose last ciphertext is partly filled stay in version 2:
+    # format 3 encodes that ciphertext differently (a tail frame).
+    legacy = bool(tails) and first.payload == "seal"
+    current = "packed" if public_ctx.preset.encrypted else "float32"
+    payload = "seal" if legacy else current
     return UpdateHeader(
-        version=FORMAT_VERSION,
+        version=2 if legacy else FORMAT_VERSION,
         kind="aggregate",
         preset=first.preset,
         context_digest=first.context_digest,
@@ -177,7 +190,7 @@ def sum_header(public_ctx: PublicContext, headers: Sequence[UpdateHeader]) -> Up
         attempt=first.attempt,
         participants_digest=first.participants_digest,
         channel=first.channel,
-        payload="packed" if public_ctx.preset.encrypted else "float32",
+        payload=payload,
         seeds=seeds,
     )
 
@@ -202,7 +215,7 @@ def add_updates(
         acc = inputs[0].next_frame()
         for source in inputs[1:]:
             acc = public_ctx._add_frames(acc, source.next_frame())
-        out.write(frame_bytes(public_ctx._dump_frame(acc, header.seeds)))
+        out.write(frame_bytes(public_ctx._dump_frame(acc, header.seeds, header.payload)))
     for source in inputs:
         source.finish()
     logger.debug(
@@ -251,7 +264,8 @@ class RunningSum:
         if self._base is not None:
             with _labelled(0):
                 frame = self._ctx._add_frames(self._base.next_frame(), frame)
-        self._out.write(frame_bytes(self._ctx._dump_frame(frame, self._header.seeds)))
+        header = self._header
+        self._out.write(frame_bytes(self._ctx._dump_frame(frame, header.seeds, header.payload)))
         self._frames += 1
 
     def finish(self) -> UpdateHeader:

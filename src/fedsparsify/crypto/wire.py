@@ -18,7 +18,9 @@ Payloads by version:
 - 3, ``payload: "packed"``: the ciphertext's residues bit-packed at their exact width, c0 then
   either c1 (``seeds: 0``) or ``seeds`` PRNG records of 65 bytes (a fresh seeded upload has 1;
   an aggregate served in seeded form one per contributor). Exact length; every residue checked
-  below its prime (:mod:`fedsparsify.crypto.frames`).
+  below its prime. A partly filled last frame is a *tail*: coefficient-encoded, its c0 cut to
+  the values it holds (:mod:`fedsparsify.crypto.frames`), so it cannot be added to a version 1
+  or 2 stream's last frame.
 - 3, ``payload: "float32"``: the ``plaintext`` preset's values, little-endian float32.
 - 1 and 2: one SEAL ciphertext as SEAL saves it (zstd compressed), or float32 for ``plaintext``.
   Still read (version 1, release 0.1, names no round: a reader that expects a binding refuses
@@ -44,7 +46,7 @@ from typing import Any, BinaryIO
 
 from fedsparsify.crypto._seal import seal_header_ok
 from fedsparsify.crypto.context import Frame, FrameForm, PublicContext
-from fedsparsify.crypto.frames import PRNG_RECORD_BYTES
+from fedsparsify.crypto.frames import PRNG_RECORD_BYTES, packed_bytes
 from fedsparsify.crypto.pairwise import RoundBinding
 from fedsparsify.crypto.presets import PRESETS, CkksPreset
 from fedsparsify.errors import (
@@ -207,11 +209,14 @@ def frame_bound(preset: CkksPreset) -> int:
     return raw + raw // 64 + 4096
 
 
-def packed_frame_bytes(preset: CkksPreset, seeds: int) -> int:
-    """Exact length of a version 3 packed payload under ``preset`` with ``seeds`` records: the
-    ciphertext primes are the chain but its last (special) prime, of their declared widths."""
-    poly = preset.poly_modulus_degree * sum(preset.coeff_mod_bit_sizes[:-1]) // 8
-    return 2 * poly if seeds == 0 else poly + PRNG_RECORD_BYTES * seeds
+def packed_frame_bytes(preset: CkksPreset, seeds: int, tail: int = 0) -> int:
+    """Exact length of a version 3 packed payload under ``preset`` with ``seeds`` records
+    (``tail``: the values of a tail frame): the ciphertext primes are the chain but its last
+    (special) prime, of their declared widths."""
+    widths = preset.coeff_mod_bit_sizes[:-1]
+    poly = sum(packed_bytes(preset.poly_modulus_degree, w) for w in widths)
+    c0 = sum(packed_bytes(tail, w) for w in widths) if tail else poly
+    return c0 + (poly if seeds == 0 else PRNG_RECORD_BYTES * seeds)
 
 
 def _is_int(value: object) -> bool:
@@ -541,7 +546,8 @@ class UpdateParser:
         if not preset.encrypted:
             expected = 4 * count
         elif self._form.encoding == "packed":
-            expected = packed_frame_bytes(preset, self._form.seeds)
+            tail = count if count < self._header.values_per_ciphertext else 0
+            expected = packed_frame_bytes(preset, self._form.seeds, tail)
         else:
             if not seal_header_ok(payload):
                 raise MalformedStreamError(f"frame {self._frames_done}: not a SEAL ciphertext")
