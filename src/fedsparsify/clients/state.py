@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -140,13 +141,26 @@ class StateDir:
         _atomic_write(self._path("secret_context.bin"), data, secret=True)
 
     def load_checkpoint(self) -> dict[str, Any] | None:
-        """The last saved round state, if any."""
+        """The last saved round state, if any.
+
+        Read with ``weights_only`` (tensors, numbers, strings, bytes, dicts and lists, no code):
+        anything else in the file is refused with a :class:`DataError` naming it.
+        """
         path = self._path("checkpoint.pt")
         if not path.exists():
             return None
         import torch  # only sites that train need it; identity and roster commands do not
 
-        loaded: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(
+                f"{path} is not a checkpoint this release can read safely (only tensors and "
+                f"plain data are loaded): {first}"
+            ) from exc
+        if not isinstance(loaded, dict):
+            raise DataError(f"{path} holds a {type(loaded).__name__}, not a checkpoint dict")
         return loaded
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:

@@ -27,13 +27,14 @@ from fedsparsify.api.schemas import (
     iso,
 )
 from fedsparsify.api.security import hash_token, new_id, token_matches
-from fedsparsify.api.services.auth import require_member, resolve_caller
+from fedsparsify.api.services.auth import record_seen, require_member, resolve_caller
 from fedsparsify.api.services.enrollment import check_join_code, issue_join_code
 from fedsparsify.api.services.liveness import active_ids
 from fedsparsify.api.state import AppState
 from fedsparsify.crypto import get_preset
 from fedsparsify.errors import AuthenticationError, NotFoundError
 from fedsparsify.platform.spec import FederationSpec
+from fedsparsify.platform.spec_compat import SPEC_VERSION, load_stored_spec
 
 __all__ = [
     "create_federation",
@@ -49,8 +50,8 @@ log = logging.getLogger(__name__)
 
 
 def spec_of(fed: FederationRow) -> FederationSpec:
-    """The stored spec as the model."""
-    return FederationSpec.model_validate(fed.spec)
+    """The stored spec as today's model, through the compatibility step for older formats."""
+    return load_stored_spec(fed.spec, fed.spec_version)
 
 
 def keys_required(fed: FederationRow) -> bool:
@@ -96,6 +97,7 @@ def read_spec(
                 return spec_of(fed)
         else:
             require_member(caller, federation_id)
+            record_seen(state, caller)
             return spec_of(get_federation(session, federation_id))
     raise AuthenticationError(
         f"wrong enrolment token for federation {federation_id!r} (or no such federation)"
@@ -121,7 +123,11 @@ def create_federation(
     """Store a new federation; the answer carries its enrolment token (only time it is seen)."""
     get_preset(spec.crypto_preset)
     fed = FederationRow(
-        id=new_id(), name=spec.name, spec=spec.model_dump(mode="json"), state="enrolling"
+        id=new_id(),
+        name=spec.name,
+        spec=spec.model_dump(mode="json"),
+        spec_version=SPEC_VERSION,
+        state="enrolling",
     )
     token = issue_join_code(fed, spec)
     session.add(fed)
@@ -157,7 +163,7 @@ def list_federations(session: Session) -> list[FederationSummary]:
             name=f.name,
             state=f.state,
             current_round=latest.get(f.id),
-            rounds=int(f.spec.get("rounds", 0)),
+            rounds=spec_of(f).rounds,
             clients=int(counts.get(f.id, 0)),
             created_at=iso(f.created_at),
         )
