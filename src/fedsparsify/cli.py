@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fedsparsify import __version__
+from fedsparsify.cli_db import db_app
 
 if TYPE_CHECKING:
     from fedsparsify.clients.rest import AggregatorClient
@@ -31,7 +32,17 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     data_dir: Annotated[
         Path | None,
-        typer.Option(help="database and ciphertext blobs (default: $FEDSPARSIFY_DATA_DIR)"),
+        typer.Option(
+            help="ciphertext blobs, and the SQLite database by default (default: "
+            "$FEDSPARSIFY_DATA_DIR); with PostgreSQL, a directory every process mounts"
+        ),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="postgresql+psycopg://user:password@host/db to run several processes on one "
+            "database (default: $FEDSPARSIFY_DATABASE_URL, else SQLite in --data-dir)"
+        ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
     tls_cert: Annotated[
@@ -48,18 +59,33 @@ def serve(
         ),
     ] = 5,
 ) -> None:
-    """Run the aggregator (REST API; OpenAPI at /docs). Other settings: FEDSPARSIFY_* env."""
+    """Run the aggregator (REST API; OpenAPI at /docs). Other settings: FEDSPARSIFY_* env.
+
+    SQLite (default): one process per data directory; a second one exits at once, naming the
+    first. PostgreSQL: start as many as you like on one database and one shared --data-dir.
+    Refuses a database whose schema is older than this release (run `fedsparsify db upgrade`);
+    an empty database is created at the newest schema."""
     import uvicorn
 
     from fedsparsify.api import Settings, create_app
+    from fedsparsify.errors import FedsparsifyError
 
     check_tls_files(tls_cert, tls_key)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = Settings(data_dir=data_dir) if data_dir is not None else Settings()
+    overrides: dict[str, object] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    if database_url is not None:
+        overrides["database_url"] = database_url
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        aggregator = create_app(settings)
+    except FedsparsifyError as exc:
+        raise _fail(exc) from exc
     uvicorn.run(
-        create_app(settings),
+        aggregator,
         host=host,
         port=port,
         log_level=log_level.lower(),
@@ -499,6 +525,10 @@ def demo(
     typer.echo(f"report: {report}")
 
 
+# -- database -------------------------------------------------------------------------------
+
+app.add_typer(db_app, name="db")
+
 # -- benchmarks -------------------------------------------------------------------------------
 
 bench_app = typer.Typer(help="Benchmarks (the scripts in benchmarks/ run the same code).")
@@ -524,6 +554,15 @@ def bench_accuracy(ctx: typer.Context) -> None:
     from fedsparsify.bench.accuracy import main as accuracy_main
 
     raise typer.Exit(accuracy_main(list(ctx.args)))
+
+
+@bench_app.command("replicas", context_settings=_PASS_THROUGH)
+def bench_replicas(ctx: typer.Context) -> None:
+    """Upload throughput and latency of 32 concurrent sites on 1, 2 and 3 aggregator processes
+    on PostgreSQL against one on SQLite (options: `fedsparsify bench replicas --help`)."""
+    from fedsparsify.bench.replicas import main as replicas_main
+
+    raise typer.Exit(replicas_main(list(ctx.args)))
 
 
 @bench_app.command("latency")

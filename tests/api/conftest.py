@@ -314,11 +314,22 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """Every test that builds on ``settings`` runs on SQLite (embedded, the default) and on a
+    fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
 @pytest.fixture
-def settings(data_dir: Path) -> Settings:
+def settings(data_dir: Path, database_url: str | None) -> Settings:
     """Settings with a known admin token and a fast deadline checker."""
     return Settings(
         data_dir=data_dir,
+        database_url=database_url,
         admin_token=ADMIN_TOKEN,
         deadline_check_interval_s=0.05,
         max_envelope_bytes=1 << 20,

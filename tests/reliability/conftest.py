@@ -34,10 +34,19 @@ def record(request: pytest.FixtureRequest) -> Recorder:
     return write
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """The battery's live-server tests run on SQLite (embedded) and on PostgreSQL."""
+    if request.param == "sqlite":
+        return None
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[LiveServer]:
+def server(tmp_path: Path, database_url: str | None) -> Iterator[LiveServer]:
     """A real ``fedsparsify serve`` on loopback, stopped afterwards."""
-    srv = LiveServer(tmp_path)
+    srv = LiveServer(tmp_path, database_url=database_url)
     try:
         yield srv
     finally:

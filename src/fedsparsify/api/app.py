@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from fedsparsify import __version__
+from fedsparsify.api import schema
 from fedsparsify.api.errors import install_exception_handlers
 from fedsparsify.api.routes import clients, federations, health, keys, rounds
 from fedsparsify.api.services.auth import bootstrap_admin_token
@@ -60,32 +61,39 @@ stored hashed. Missing or unknown token: 401; valid token, not allowed: 403.
 """
 
 
-async def _deadline_loop(service: RoundService, interval_s: float) -> None:
+async def _background_loop(service: RoundService, interval_s: float) -> None:
     while True:
         try:
-            await run_in_threadpool(service.check_deadlines)
+            await run_in_threadpool(service.housekeeping)
         except Exception:
-            log.exception("deadline check failed")
+            log.exception("deadline check or housekeeping failed")
         await asyncio.sleep(interval_s)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the aggregator: tables created, admin token installed, crash leftovers recovered.
+    """Build the aggregator: data directory locked (SQLite) or coordination joined
+    (PostgreSQL), schema checked (an empty database is created at the newest revision, an older
+    one refused), admin token installed, crash leftovers recovered.
 
     Storage is set up here (not in the lifespan) so that the app also works under transports
-    that do not run lifespans; the lifespan runs the deadline checker and closes the database.
+    that do not run lifespans; the lifespan runs the deadline checker and housekeeping, and
+    releases the database and the data directory at the end.
     """
     settings = settings if settings is not None else Settings()
     state = AppState(settings)
-    state.db.create_all()
-    bootstrap_admin_token(state)
-    round_service = RoundService(state)
-    round_service.recover()
+    try:
+        schema.prepare(state.db)
+        bootstrap_admin_token(state)
+        round_service = RoundService(state)
+        round_service.recover()
+    except BaseException:
+        state.close()
+        raise
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(
-            _deadline_loop(round_service, settings.deadline_check_interval_s)
+            _background_loop(round_service, settings.deadline_check_interval_s)
         )
         try:
             yield

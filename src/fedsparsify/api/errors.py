@@ -3,8 +3,9 @@
 - :class:`~fedsparsify.errors.FedsparsifyError` (any subclass) → its ``http_status`` and ``code``;
 - request validation → 422 with code ``invalid_config`` (:class:`~fedsparsify.errors.ConfigError`);
 - Starlette HTTP errors (unknown path, wrong method) → their status, a code by status;
-- SQLAlchemy: integrity → 409 ``conflict``; a locked or unreachable database → 503
-  ``unavailable`` (clients retry); anything else → 500 ``internal_error``, logged.
+- SQLAlchemy: integrity → 409 ``conflict``; a locked or unreachable database, or no pooled
+  connection free in time → 503 ``unavailable`` (clients retry); anything else → 500
+  ``internal_error``, logged.
 
 So a client always gets one JSON shape, and anything a client can send yields a 4xx.
 """
@@ -17,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fedsparsify.errors import (
@@ -77,6 +79,9 @@ def _sqlalchemy(_request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, OperationalError):
         log.warning("database unavailable: %s", exc.orig)
         return error_response(503, UnavailableError.code, "database busy or unreachable; retry")
+    if isinstance(exc, PoolTimeoutError):
+        log.warning("no database connection free in time: %s", exc)
+        return error_response(503, UnavailableError.code, "aggregator busy; retry")
     log.exception("database error")
     return error_response(500, "internal_error", "database error")
 

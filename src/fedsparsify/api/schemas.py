@@ -161,6 +161,7 @@ class Health(_Out):
 
     status: Literal["ok"] = "ok"
     version: str
+    database: Literal["sqlite", "postgresql"] = "sqlite"
 
 
 class ParticipantOut(_Out):

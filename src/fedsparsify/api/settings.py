@@ -22,10 +22,20 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FEDSPARSIFY_", extra="ignore")
 
     data_dir: Path = Field(
-        Path("fedsparsify-data"), description="database (SQLite default) and ciphertext blobs"
+        Path("fedsparsify-data"),
+        description="ciphertext blobs, and the SQLite database by default; with PostgreSQL a "
+        "directory that every aggregator process mounts (a shared POSIX file system)",
     )
     database_url: str | None = Field(
-        None, description="any SQLAlchemy URL; default: SQLite file in data_dir"
+        None,
+        description="SQLite (default: a file in data_dir; one process) or PostgreSQL "
+        "(postgresql+psycopg://user:password@host/db; any number of processes)",
+    )
+    database_pool_size: int = Field(
+        5,
+        ge=1,
+        description="pooled database connections per process (up to three times as many under "
+        "load; on PostgreSQL about 10 more for locks): size max_connections for every process",
     )
     admin_token: SecretStr | None = Field(
         None, description="admin bearer token; generated on first start (logged once) if unset"
@@ -42,6 +52,16 @@ class Settings(BaseSettings):
         description="a client heard from (any request with its token, or registration) within "
         "this many seconds is active: a new round's participants are the active key holders",
     )
+    metrics_flush_interval_s: float = Field(
+        1.0,
+        gt=0.0,
+        description="PostgreSQL: how often a process writes its metrics to the database",
+    )
+    orphan_sweep_interval_s: float = Field(
+        30.0,
+        gt=0.0,
+        description="PostgreSQL: how often the leader removes dead processes' temporary files",
+    )
     keep_uploads: bool = Field(
         False, description="keep individual uploads after a round closes (default: delete)"
     )
@@ -53,6 +73,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'fedsparsify.db').resolve()}"
+
+    @property
+    def is_embedded(self) -> bool:
+        """SQLite: one process owns the data directory (PostgreSQL: any number share it)."""
+        return self.effective_database_url.startswith("sqlite")
 
     @property
     def blob_dir(self) -> Path:

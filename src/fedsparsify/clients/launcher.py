@@ -145,11 +145,14 @@ def start_aggregator(
     tls_key: Path | None = None,
     ca: Path | None = None,
     log_level: str = "info",
+    database_url: str | None = None,
+    log_path: Path | None = None,
 ) -> AggregatorProcess:
     """Start the aggregator and wait until ``/healthz`` answers.
 
     With ``tls_cert`` and ``tls_key`` it serves HTTPS (certificate valid for 127.0.0.1) and the
-    probe and :meth:`AggregatorProcess.admin` verify it against ``ca``."""
+    probe and :meth:`AggregatorProcess.admin` verify it against ``ca``. With ``database_url``
+    (PostgreSQL) several of them may share ``data_dir``: give each its own ``log_path``."""
     if (tls_cert is None) != (tls_key is None):
         raise ConfigError("TLS needs both a certificate and its key")
     port = port or free_port()
@@ -169,7 +172,9 @@ def start_aggregator(
     )
     if tls_cert is not None and tls_key is not None:
         args += ["--tls-cert", str(tls_cert), "--tls-key", str(tls_key)]
-    log_path = data_dir.parent / f"{data_dir.name}-aggregator.log"
+    if database_url is not None:  # in the environment, not on the command line (ps shows it)
+        env["FEDSPARSIFY_DATABASE_URL"] = database_url
+    log_path = log_path or data_dir.parent / f"{data_dir.name}-aggregator.log"
     proc = AggregatorProcess(
         popen=_spawn(args, log_path, env),
         log_path=log_path,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header
 
-from fedsparsify.api.routes.deps import AdminDep, MemberDep, SessionDep
+from fedsparsify.api.routes.deps import AdminDep, MemberDep, ReadSessionDep, SessionDep
 from fedsparsify.api.schemas import (
     ClientOut,
     ClientRegistered,
@@ -62,7 +62,7 @@ def register(
     summary="List members (member)",
     responses={403: {"model": ErrorBody}},
 )
-def list_clients(fid: str, _caller: MemberDep, session: SessionDep) -> list[ClientOut]:
+def list_clients(fid: str, _caller: MemberDep, session: ReadSessionDep) -> list[ClientOut]:
     """Members with their X25519 public keys and fingerprints (the dealer seals an envelope
     for each) and whether their envelope is sealed."""
     get_federation(session, fid)

@@ -12,6 +12,7 @@ from starlette.requests import ClientDisconnect
 
 from fedsparsify.api.services.auth import (
     Caller,
+    record_seen,
     require_admin,
     require_client,
     require_member,
@@ -26,6 +27,7 @@ __all__ = [
     "CallerDep",
     "ClientDep",
     "MemberDep",
+    "ReadSessionDep",
     "RoundsDep",
     "SessionDep",
     "StateDep",
@@ -60,12 +62,21 @@ RoundsDep = Annotated[RoundService, Depends(get_rounds)]
 
 
 def get_session(state: StateDep) -> Iterator[Session]:
-    """A database session for the request."""
+    """A database session for a request that writes."""
     with state.db.session() as session:
         yield session
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_read_session(state: StateDep) -> Iterator[Session]:
+    """A read-only database session (takes no lock on SQLite)."""
+    with state.db.read() as session:
+        yield session
+
+
+ReadSessionDep = Annotated[Session, Depends(get_read_session)]
 
 
 def get_caller(
@@ -74,8 +85,10 @@ def get_caller(
 ) -> Caller:
     """Who the bearer token stands for (401 if missing or unknown)."""
     token = credentials.credentials if credentials is not None else None
-    with state.db.session() as session:
-        return resolve_caller(state, session, token)
+    with state.db.read() as session:
+        caller = resolve_caller(state, session, token)
+    record_seen(state, caller)
+    return caller
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -11,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from fedsparsify.api.routes.deps import (
     AdminDep,
     MemberDep,
-    RoundsDep,
+    ReadSessionDep,
     SessionDep,
     StateDep,
     bearer_scheme,
@@ -45,7 +45,7 @@ def create_federation(
 
 
 @router.get("", response_model=list[FederationSummary], summary="List (admin)")
-def list_federations(_admin: AdminDep, session: SessionDep) -> list[FederationSummary]:
+def list_federations(_admin: AdminDep, session: ReadSessionDep) -> list[FederationSummary]:
     """Every federation, oldest first."""
     return service.list_federations(session)
 
@@ -57,7 +57,7 @@ def list_federations(_admin: AdminDep, session: SessionDep) -> list[FederationSu
     responses={404: {"model": ErrorBody}},
 )
 def get_federation(
-    fid: str, _caller: MemberDep, session: SessionDep, state: StateDep, rounds: RoundsDep
+    fid: str, _caller: MemberDep, session: ReadSessionDep, state: StateDep
 ) -> FederationOut:
     """State (``enrolling``, ``running``, ``completed``, ``failed``), spec, current round,
     participants (no tokens), key status, and the per-round history: state, value count,
@@ -66,8 +66,6 @@ def get_federation(
     (its last request, or its registration) and ``active``: seen within the server's
     ``client_liveness_s`` or done with the latest round, i.e. in the next round if it holds the
     key (unless fewer than ``quorum`` are active: then every key holder is)."""
-    rounds.check_deadlines(fid)
-    session.expire_all()
     return service.describe_federation(
         session,
         service.get_federation(session, fid),
@@ -83,7 +81,7 @@ def get_federation(
 )
 def get_spec(
     fid: str,
-    session: SessionDep,
+    session: ReadSessionDep,
     state: StateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     x_enrollment_token: Annotated[str | None, Header()] = None,
