@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
@@ -62,6 +63,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ID_LENGTH = 32
+#: Counts that may pass 2^31 (samples, bytes): BIGINT on PostgreSQL; SQLite's INTEGER is 64-bit.
+COUNT = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def redact(url: str) -> str:
@@ -131,7 +134,7 @@ class ClientRow(Base):
     name: Mapped[str] = mapped_column(String(128))
     public_key: Mapped[bytes] = mapped_column(LargeBinary)
     fingerprint: Mapped[str] = mapped_column(String(128))
-    num_samples: Mapped[int] = mapped_column(Integer)
+    num_samples: Mapped[int] = mapped_column(COUNT)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     is_dealer: Mapped[bool] = mapped_column(Boolean, default=False)
     envelope_bytes: Mapped[int | None] = mapped_column(Integer, default=None)
@@ -160,7 +163,7 @@ class RoundRow(Base):
     state: Mapped[str] = mapped_column(String(16), default="open")
     reason: Mapped[str | None] = mapped_column(Text, default=None)
     participants: Mapped[list[str]] = mapped_column(JSON)
-    total_samples: Mapped[int] = mapped_column(Integer)
+    total_samples: Mapped[int] = mapped_column(COUNT)
     quorum: Mapped[int] = mapped_column(Integer)
     channels: Mapped[list[str]] = mapped_column(JSON)
     deadline: Mapped[float] = mapped_column(Float)
@@ -189,7 +192,7 @@ class UploadRow(Base):
     round_id: Mapped[int] = mapped_column(Integer, ForeignKey("rounds.id"), index=True)
     client_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     channel: Mapped[str] = mapped_column(String(16))
-    bytes: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(COUNT)
     sha256: Mapped[str] = mapped_column(String(64))
     weight: Mapped[float] = mapped_column(Float)
     created_at: Mapped[float] = mapped_column(Float, default=now)

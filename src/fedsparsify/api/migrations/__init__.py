@@ -6,7 +6,8 @@ One straight chain, one revision per change, named by number:
   revision at its first ``db upgrade``);
 - ``0002``: trust (issue 11): members' signing and mask keys and removal, round attempts,
   participant-set digests and weights, join-code policy;
-- ``0003``: ``federations.spec_version`` and the ``metric_samples`` table (PostgreSQL metrics).
+- ``0003``: ``federations.spec_version`` and the ``metric_samples`` table (PostgreSQL metrics);
+- ``0004``: sample and byte counts as 64-bit integers on PostgreSQL.
 
 Adding a revision (say your change adds a column to ``api/db.py``):
 
