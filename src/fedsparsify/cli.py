@@ -74,12 +74,7 @@ def serve(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    overrides: dict[str, object] = {}
-    if data_dir is not None:
-        overrides["data_dir"] = data_dir
-    if database_url is not None:
-        overrides["database_url"] = database_url
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    settings = Settings.from_options(data_dir=data_dir, database_url=database_url)
     try:
         aggregator = create_app(settings)
     except FedsparsifyError as exc:

@@ -39,12 +39,7 @@ def _open(data_dir: Path | None, database_url: str | None) -> tuple[Settings, Da
     from fedsparsify.api import Settings
     from fedsparsify.api.db import Database
 
-    overrides: dict[str, object] = {}
-    if data_dir is not None:
-        overrides["data_dir"] = data_dir
-    if database_url is not None:
-        overrides["database_url"] = database_url
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    settings = Settings.from_options(data_dir=data_dir, database_url=database_url)
     url = settings.effective_database_url
     if settings.is_embedded:
         path = make_url(url).database

@@ -67,6 +67,17 @@ class Settings(BaseSettings):
     )
     sqlite_busy_timeout_ms: int = Field(10_000, ge=0)
 
+    @classmethod
+    def from_options(cls, *, data_dir: Path | None, database_url: str | None) -> Settings:
+        """Settings from the environment, with the command line's ``--data-dir`` and
+        ``--database-url`` winning where given (an option left out keeps the environment's)."""
+        overrides: dict[str, object] = {}
+        if data_dir is not None:
+            overrides["data_dir"] = data_dir
+        if database_url is not None:
+            overrides["database_url"] = database_url
+        return cls(**overrides)  # type: ignore[arg-type]
+
     @property
     def effective_database_url(self) -> str:
         """``database_url``, or a SQLite file inside ``data_dir``."""
