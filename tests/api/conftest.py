@@ -314,10 +314,21 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests built on ``settings`` run on SQLite (embedded, the default); those marked
+    ``both_databases`` (the modules where the database matters: rounds, uploads, recovery,
+    liveness, federations, enrolment, attempts) also on a fresh PostgreSQL database."""
+    if "database_url" not in metafunc.fixturenames:
+        return
+    both = metafunc.definition.get_closest_marker("both_databases") is not None
+    metafunc.parametrize(
+        "database_url", ["sqlite", "postgresql"] if both else ["sqlite"], indirect=True
+    )
+
+
+@pytest.fixture
 def database_url(request: pytest.FixtureRequest) -> str | None:
-    """Every test that builds on ``settings`` runs on SQLite (embedded, the default) and on a
-    fresh PostgreSQL database."""
+    """None (SQLite in the data directory) or the URL of a fresh PostgreSQL database."""
     if request.param == "sqlite":
         return None
     url: str = request.getfixturevalue("pg_url")

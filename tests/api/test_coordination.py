@@ -80,6 +80,7 @@ def test_reads_do_not_wait_for_a_writer(tmp_path: Path, key_set: object) -> None
             writer.close()
 
 
+@pytest.mark.both_databases
 def test_a_get_applies_no_deadline(settings: Settings, key_set: object) -> None:
     """Deadlines are the background checker's job: a GET only reads."""
     app = create_app(settings.model_copy(update={"deadline_check_interval_s": 3600.0}))

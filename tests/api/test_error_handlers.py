@@ -31,12 +31,6 @@ class Raising:
 
 
 @pytest.fixture
-def database_url() -> None:
-    """The error mapping does not depend on the database: SQLite only."""
-    return None
-
-
-@pytest.fixture
 def raising(app: FastAPI) -> Raising:
     """See :class:`Raising`."""
     return Raising(app)

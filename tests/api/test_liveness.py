@@ -20,6 +20,8 @@ from fedsparsify.api.services import liveness
 from fedsparsify.crypto import SecretContext, create_secret_context
 from tests.api.conftest import ADMIN, ADMIN_TOKEN, Fed, Harness, Member, TestClient, vectors
 
+pytestmark = pytest.mark.both_databases
+
 #: The default liveness window (Settings.client_liveness_s) is 30 s; this is well past it.
 LONG_AGO = 3600.0
 

@@ -16,6 +16,8 @@ from fedsparsify.api.services.round_store import read_header, sum_key, upload_ke
 from fedsparsify.crypto import PublicContext, SecretContext, add_updates, decrypt_sum
 from tests.api.conftest import Fed, Harness, vectors
 
+pytestmark = pytest.mark.both_databases
+
 ATOL = 1e-6
 
 

@@ -13,6 +13,8 @@ from fedsparsify.api.db import RoundRow
 from fedsparsify.crypto import create_secret_context, decrypt_sum
 from tests.api.conftest import ADMIN, Fed, Harness, Member, vectors
 
+pytestmark = pytest.mark.both_databases
+
 # The crypto layer's documented precision: absolute error <= 1e-6 on a 10-client sum.
 ATOL = 1e-6
 
