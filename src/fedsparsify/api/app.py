@@ -61,13 +61,16 @@ stored hashed. Missing or unknown token: 401; valid token, not allowed: 403.
 """
 
 
-async def _background_loop(service: RoundService, interval_s: float) -> None:
-    while True:
+async def _background_loop(service: RoundService, interval_s: float, stop: asyncio.Event) -> None:
+    """Housekeeping every ``interval_s`` until ``stop``; a tick in progress (it may hold a round
+    lock) always runs to its end, so shutdown never pulls the database from under it."""
+    while not stop.is_set():
         try:
             await run_in_threadpool(service.housekeeping)
         except Exception:
             log.exception("deadline check or housekeeping failed")
-        await asyncio.sleep(interval_s)
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -92,15 +95,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
         task = asyncio.create_task(
-            _background_loop(round_service, settings.deadline_check_interval_s)
+            _background_loop(round_service, settings.deadline_check_interval_s, stop)
         )
         try:
             yield
         finally:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
+            stop.set()
+            await task
             state.close()
 
     app = FastAPI(
