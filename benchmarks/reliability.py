@@ -3,7 +3,9 @@
 Runs every test of ``tests/security`` (the bad-input battery, the secrets scan, TLS) and of
 ``tests/reliability`` (slow ones included: fuzzing with many examples, the
 aggregator killed with SIGKILL three times, a site process killed and restarted, one of five
-sites vanishing, 32 concurrent full-size BrainAge uploads) and writes what they measured to
+sites vanishing, 32 concurrent full-size BrainAge uploads; the HTTP edge's abuse cases: huge
+and stalled bodies, slow heads, a small file-descriptor limit, lost answers retried) and writes
+what they measured to
 ``benchmarks/results/reliability.json``: fuzz cases and answers by status class, faults and their
 outcomes, concurrent clients, aggregator RSS peak and trend, uploads lost, and whether the
 disturbed run equals the undisturbed one; and the security tests passed and failed, per file.
@@ -52,6 +54,11 @@ def summarise(records: list[dict[str, Any]], exit_code: int, seconds: float) -> 
     faults = [f for r in records if r["kind"] == "faults" for f in r["injected"]]
     equal = [r for r in records if r["kind"] == "faults" and "equal_to_undisturbed" in r]
     load = [r for r in records if r["kind"] == "load"]
+    edge = {
+        r["item"]: {k: v for k, v in r.items() if k not in ("kind", "item")}
+        for r in records
+        if r["kind"] == "edge"
+    }
     by_class: dict[str, int] = {}
     for r in fuzz:
         for k, v in r["responses_by_status_class"].items():
@@ -82,6 +89,7 @@ def summarise(records: list[dict[str, Any]], exit_code: int, seconds: float) -> 
             "runs": load,
         },
         "uploads_lost": sum(r["lost"] for r in load),
+        "edge": edge,
     }
 
 
@@ -122,7 +130,7 @@ def main() -> int:
     report["security_tests"] = security
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
-    details = ("fuzz", "load", "faults", "security_tests")
+    details = ("fuzz", "load", "faults", "security_tests", "edge")
     print(json.dumps({k: v for k, v in report.items() if k not in details}))
     print(f"report: {args.json}")
     return code

@@ -73,22 +73,21 @@ def serve(
         ),
     ] = 5,
 ) -> None:
-    """Run the aggregator (REST API; OpenAPI at /docs). Other settings: FEDSPARSIFY_* env."""
-    import uvicorn
-
-    from fedsparsify.api import Settings, create_app
+    """Run the aggregator (REST API; OpenAPI at /docs). Other settings: FEDSPARSIFY_* env,
+    among them the HTTP edge's limits (body sizes, timeouts, connections; see the README)."""
+    from fedsparsify.api import Settings
+    from fedsparsify.api.server import serve as run_server
 
     check_tls_files(tls_cert, tls_key)
-    _configure_logging(log_level)
     settings = Settings(data_dir=data_dir) if data_dir is not None else Settings()
-    uvicorn.run(
-        create_app(settings),
+    run_server(
+        settings,
         host=host,
         port=port,
         log_level=log_level.value,
-        ssl_certfile=str(tls_cert) if tls_cert else None,
-        ssl_keyfile=str(tls_key) if tls_key else None,
-        timeout_graceful_shutdown=max(1, shutdown_timeout_s),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        shutdown_timeout_s=shutdown_timeout_s,
     )
 
 

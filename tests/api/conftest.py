@@ -136,7 +136,9 @@ class Harness:
         return state
 
     def create(self, **overrides: Any) -> Fed:
-        """Create a federation as the admin."""
+        """Create a federation as the admin (named ``test-fed-N`` unless ``name`` is given:
+        federation names are unique)."""
+        overrides.setdefault("name", f"test-fed-{len(self.feds) + 1}")
         r = self.client.post("/v1/federations", json=spec(**overrides), headers=ADMIN)
         assert r.status_code == 201, r.text
         body = r.json()

@@ -46,6 +46,7 @@ __all__ = [
     "DashboardSessionRow",
     "Database",
     "FederationRow",
+    "IdempotentAnswerRow",
     "RoundMetricRow",
     "RoundRow",
     "ServerSecretRow",
@@ -201,6 +202,24 @@ class DashboardSessionRow(Base):
 
     id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     credential_hash: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class IdempotentAnswerRow(Base):
+    """The first successful answer to a POST sent with an ``Idempotency-Key``, kept for replay.
+
+    ``id`` is SHA-256 over the credential the caller presented and its key, so neither is
+    stored; ``sealed`` is the answer encrypted under a key derived from both (it may hold a
+    one-time token). See :mod:`fedsparsify.api.services.idempotency`.
+    """
+
+    __tablename__ = "idempotent_answers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[float] = mapped_column(Float, default=now)
     expires_at: Mapped[float] = mapped_column(Float, index=True)
 
