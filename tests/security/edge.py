@@ -11,13 +11,31 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 
 import httpx
 import psutil
+import pytest
+
+from tests.reliability.live import LiveServer
 
 ATTACKER = "127.0.0.2"
+
+
+@contextmanager
+def live_server(
+    factory: pytest.TempPathFactory, label: str, **settings: object
+) -> Iterator[LiveServer]:
+    """``fedsparsify serve`` with ``settings`` (``FEDSPARSIFY_<NAME>``), stopped afterwards."""
+    env = {f"FEDSPARSIFY_{name.upper()}": str(value) for name, value in settings.items()}
+    server = LiveServer(factory.mktemp(label), env=env)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def open_socket(port: int, *, source: str = "127.0.0.1", timeout_s: float = 10.0) -> socket.socket:

@@ -14,7 +14,14 @@ from fedsparsify.clients.rest import AggregatorClient
 from fedsparsify.errors import PayloadTooLargeError
 from tests.conftest import Recorder
 from tests.reliability.live import LiveServer
-from tests.security.edge import RssSampler, metric, open_socket, read_answer, request_head
+from tests.security.edge import (
+    RssSampler,
+    live_server,
+    metric,
+    open_socket,
+    read_answer,
+    request_head,
+)
 
 MIB = 1 << 20
 #: The issue's body: 33 MB of ``[{},{},…]``.
@@ -25,14 +32,8 @@ UPLOAD_LIMIT = 4 * MIB
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """``fedsparsify serve`` with the default JSON limit (1 MiB) and a 4 MiB upload limit."""
-    srv = LiveServer(
-        tmp_path_factory.mktemp("edge-bodies"),
-        env={"FEDSPARSIFY_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT)},
-    )
-    try:
+    with live_server(tmp_path_factory, "edge-bodies", max_upload_bytes=str(UPLOAD_LIMIT)) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def _chunks(data: bytes, size: int = 64 * 1024) -> Iterator[bytes]:

@@ -15,17 +15,15 @@ import pytest
 
 from tests.conftest import Recorder
 from tests.reliability.live import LiveServer
+from tests.security.edge import live_server
 
 ASSETS = Path(fastapi_offline.__file__).parent / "static"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    srv = LiveServer(tmp_path_factory.mktemp("docs"))
-    try:
+    with live_server(tmp_path_factory, "docs") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def _references(html: str) -> list[str]:

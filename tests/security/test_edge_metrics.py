@@ -8,17 +8,15 @@ import pytest
 
 from tests.conftest import Recorder
 from tests.reliability.live import Federation, LiveServer
+from tests.security.edge import live_server
 
 CAP = 64
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    srv = LiveServer(tmp_path_factory.mktemp("edge-metrics"))
-    try:
+    with live_server(tmp_path_factory, "edge-metrics") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def test_thirty_reports_store_at_most_64_metrics(server: LiveServer, record: Recorder) -> None:

@@ -12,7 +12,7 @@ import pytest
 from fedsparsify.crypto import generate_identity_keypair
 from tests.conftest import Recorder
 from tests.reliability.live import ADMIN_TOKEN, LiveServer
-from tests.security.edge import open_socket, read_answer, request_head
+from tests.security.edge import live_server, open_socket, read_answer, request_head
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 FORGED = "2026-12-01 12:00:00,000 WARNING fedsparsify.api.services.auth: admin token rotated"
@@ -20,11 +20,8 @@ FORGED = "2026-12-01 12:00:00,000 WARNING fedsparsify.api.services.auth: admin t
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    srv = LiveServer(tmp_path_factory.mktemp("edge-names"))
-    try:
+    with live_server(tmp_path_factory, "edge-names") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def _create(server: LiveServer, name: str) -> httpx.Response:

@@ -15,7 +15,7 @@ from fedsparsify.crypto import generate_identity_keypair
 from fedsparsify.errors import TransportError
 from tests.conftest import Recorder
 from tests.reliability.live import ADMIN_TOKEN, Federation, LiveServer
-from tests.security.edge import AnswerLosingProxy
+from tests.security.edge import AnswerLosingProxy, live_server
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 TTL_S = 3.0
@@ -24,14 +24,8 @@ TTL_S = 3.0
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A server that keeps idempotent answers for a few seconds only (to see them expire)."""
-    srv = LiveServer(
-        tmp_path_factory.mktemp("edge-retries"),
-        env={"FEDSPARSIFY_IDEMPOTENCY_TTL_S": str(TTL_S)},
-    )
-    try:
+    with live_server(tmp_path_factory, "edge-retries", idempotency_ttl_s=str(TTL_S)) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def _spec(name: str) -> dict[str, object]:

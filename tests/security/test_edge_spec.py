@@ -13,6 +13,7 @@ from fedsparsify.platform.model_size import parameter_count
 from fedsparsify.platform.spec import ModelSpec
 from tests.conftest import Recorder
 from tests.reliability.live import LiveServer
+from tests.security.edge import live_server
 
 #: The aggregator's limit in this test: exactly the default BrainAge's size.
 LIMIT = parameter_count(ModelSpec())
@@ -20,14 +21,8 @@ LIMIT = parameter_count(ModelSpec())
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    srv = LiveServer(
-        tmp_path_factory.mktemp("edge-spec"),
-        env={"FEDSPARSIFY_MAX_MODEL_PARAMETERS": str(LIMIT)},
-    )
-    try:
+    with live_server(tmp_path_factory, "edge-spec", max_model_parameters=str(LIMIT)) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def _create(server: LiveServer, name: str, **fields: Any) -> httpx.Response:

@@ -20,6 +20,7 @@ from tests.security.edge import (
     Answer,
     closed_within,
     healthz_ok,
+    live_server,
     metric,
     open_socket,
     read_answer,
@@ -36,19 +37,15 @@ MAX_UPLOADS = 12
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """Short body and head timeouts; room for the test's 100 stalled sockets from one address."""
-    srv = LiveServer(
-        tmp_path_factory.mktemp("edge-stalls"),
-        env={
-            "FEDSPARSIFY_BODY_CHUNK_TIMEOUT_S": str(CHUNK_TIMEOUT_S),
-            "FEDSPARSIFY_HEAD_TIMEOUT_S": str(HEAD_TIMEOUT_S),
-            "FEDSPARSIFY_MAX_CONNECTIONS_PER_IP": "128",
-            "FEDSPARSIFY_MAX_CONCURRENT_UPLOADS": str(MAX_UPLOADS),
-        },
-    )
-    try:
+    with live_server(
+        tmp_path_factory,
+        "edge-stalls",
+        body_chunk_timeout_s=str(CHUNK_TIMEOUT_S),
+        head_timeout_s=str(HEAD_TIMEOUT_S),
+        max_connections_per_ip="128",
+        max_concurrent_uploads=str(MAX_UPLOADS),
+    ) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")
