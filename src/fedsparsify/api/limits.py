@@ -242,7 +242,7 @@ class EdgeLimits:
         if kind is None:
             await self._buffered(scope, body, send, what)
         else:
-            await self._streamed(scope, body, send)
+            await self._streamed(scope, kind, body, send)
 
     async def _buffered(self, scope: Scope, body: _Body, send: Send, what: str) -> None:
         parts: list[bytes] = []
@@ -266,14 +266,14 @@ class EdgeLimits:
 
         await self.app(scope, replay, send)
 
-    async def _streamed(self, scope: Scope, body: _Body, send: Send) -> None:
+    async def _streamed(self, scope: Scope, kind: str, body: _Body, send: Send) -> None:
         if self.uploads_in_flight >= self.settings.max_concurrent_uploads:
             self._count("uploads_busy")
             busy = UnavailableError(
                 f"{self.uploads_in_flight} uploads are being received (the most this "
                 "aggregator takes at once); retry shortly"
             )
-            self._count_upload(streamed_kind(scope["method"], scope["path"]), busy)
+            self._count_upload(kind, busy)
             await self._answer(scope, body.receive, send, busy)
             return
 

@@ -63,7 +63,7 @@ class IdempotentRequest:
 
     record_id: str
     fingerprint: str
-    seal_key: bytes = b""
+    seal_key: bytes
 
     def aad(self, status_code: int) -> bytes:
         """What the sealed answer is bound to."""
