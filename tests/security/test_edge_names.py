@@ -3,16 +3,16 @@ uniqueness on the normalised form, and nothing a client sends forges a line of t
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from fedsparsify.crypto import generate_identity_keypair
+from fedsparsify.crypto import SiteIdentity
 from tests.conftest import Recorder
 from tests.reliability.live import ADMIN_TOKEN, LiveServer
 from tests.security.edge import live_server, open_socket, read_answer, request_head
+from tests.sites import registration
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 FORGED = "2026-12-01 12:00:00,000 WARNING fedsparsify.api.services.auth: admin token rotated"
@@ -34,10 +34,9 @@ def _create(server: LiveServer, name: str) -> httpx.Response:
 
 
 def _register(server: LiveServer, fed: dict[str, str], name: str) -> httpx.Response:
-    _, public = generate_identity_keypair()
     return httpx.post(
         f"{server.url}/v1/federations/{fed['id']}/clients",
-        json={"name": name, "public_key": base64.b64encode(public).decode(), "num_samples": 5},
+        json=registration(name, 5, SiteIdentity.generate()),
         headers={"X-Enrollment-Token": fed["enrollment_token"]},
         timeout=30,
     )

@@ -3,7 +3,6 @@ answer (the same credentials, the same federation), through a connection that re
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Iterator
 
@@ -11,11 +10,12 @@ import httpx
 import pytest
 
 from fedsparsify.clients.rest import AggregatorClient
-from fedsparsify.crypto import generate_identity_keypair
+from fedsparsify.crypto import SiteIdentity
 from fedsparsify.errors import TransportError
 from tests.conftest import Recorder
 from tests.reliability.live import ADMIN_TOKEN, Federation, LiveServer
 from tests.security.edge import AnswerLosingProxy, live_server
+from tests.sites import registration
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 TTL_S = 3.0
@@ -41,8 +41,7 @@ def _spec(name: str) -> dict[str, object]:
 
 
 def _registration(name: str) -> dict[str, object]:
-    _, public = generate_identity_keypair()
-    return {"name": name, "public_key": base64.b64encode(public).decode(), "num_samples": 10}
+    return registration(name, 10, SiteIdentity.generate())
 
 
 def _create(server: LiveServer, name: str) -> dict[str, str]:
@@ -118,7 +117,6 @@ def test_a_lost_registration_answer_is_retried_to_the_same_token(
 ) -> None:
     """The client's first connection drops after the server committed the registration."""
     fed = _create(server, "retry-proxy")
-    _, public = generate_identity_keypair()
     with (
         AnswerLosingProxy(server.port, lose=1) as proxy,
         AggregatorClient(proxy.url, retries=3, backoff_s=0.05) as client,
@@ -127,7 +125,7 @@ def test_a_lost_registration_answer_is_retried_to_the_same_token(
             fed["id"],
             enrollment_token=fed["enrollment_token"],
             name="south",
-            public_key=public,
+            identity=SiteIdentity.generate().public(),
             num_samples=12,
         )
         keys = list(proxy.keys)

@@ -108,7 +108,7 @@ def test_stalled_bodies_and_uploads_are_dropped_healthz_answers(
     timeouts_before = metric(
         server.url, "fedsparsify_uploads_refused_total", code="request_timeout"
     )
-    update = fed.sites[0].encrypt(np.zeros(100, dtype=np.float32), 0.5)
+    update = fed.encrypt(server, fed.sites[0], np.zeros(100, dtype=np.float32), 0)
     held = [_stalled_json(server.port) for _ in range(100)]
     held += [_stalled_upload(server, fed, i % 2, update[:4096]) for i in range(10)]
     time.sleep(0.3)
@@ -153,8 +153,7 @@ def test_stalled_bodies_and_uploads_are_dropped_healthz_answers(
 def test_a_stalled_upload_then_a_good_one(server: LiveServer, fed: Federation) -> None:
     """The dropped upload left nothing behind: the same site's real upload is accepted."""
     site = fed.sites[1]
-    weight = fed.weight(server, site, 0)
-    update = site.encrypt(np.full(100, 0.25, dtype=np.float32), weight)
+    update = fed.encrypt(server, site, np.full(100, 0.25, dtype=np.float32), 0)
     _finish([_stalled_upload(server, fed, 1, update[:1000])])
     r = fed.upload(server, site, 0, update)
     assert r.status_code == 201, r.text
@@ -227,7 +226,7 @@ def test_oversized_heads_are_refused_in_the_error_shape(server: LiveServer) -> N
 def test_uploads_beyond_the_cap_are_503_at_once(
     server: LiveServer, fed: Federation, record: Recorder
 ) -> None:
-    update = fed.sites[0].encrypt(np.zeros(100, dtype=np.float32), 0.5)
+    update = fed.encrypt(server, fed.sites[0], np.zeros(100, dtype=np.float32), 0)
     held = [_stalled_upload(server, fed, 0, update[:512]) for _ in range(MAX_UPLOADS)]
     time.sleep(0.3)
     extra = [_stalled_upload(server, fed, 0, update[:512]) for _ in range(3)]

@@ -44,13 +44,18 @@ log = logging.getLogger(__name__)
 FD_RESERVE = 64
 #: File descriptors one upload in flight may hold (its temporary file, the running sum).
 FDS_PER_UPLOAD = 2
+#: Connections the kernel queues for accepting (uvicorn's default).
+LISTEN_BACKLOG = 2048
 
 
 def escape_control(text: str) -> str:
-    """``text`` with every non-printable character as a Python escape (``\\n``, ``\\x1b``)."""
+    """``text`` with every non-printable character as a Python escape (``\\n``, ``\\x1b``).
+
+    Uses ``repr`` rather than a codec: a codec module loads on first use, which fails when the
+    process is out of file descriptors (exactly when there is most to log)."""
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class EscapingFormatter(logging.Formatter):
@@ -184,12 +189,21 @@ class EdgeProtocol(H11Protocol):
             self.transport.close()
 
 
-def fit_to_fd_limit(settings: Settings) -> Settings:
-    """Raise the file-descriptor limit to its hard limit; lower ``max_connections`` and
-    ``max_concurrent_uploads`` (with a warning) where even that cannot hold them."""
+def fit_to_fd_limit(settings: Settings) -> tuple[Settings, int]:
+    """The settings to serve with and the listen backlog, within the file-descriptor limit.
+
+    The limit is raised to its hard limit first. Besides the open connections, uploads and
+    :data:`FD_RESERVE`, the backlog counts: asyncio accepts a whole burst of waiting connections
+    before the guard can turn any away, and an accept that finds no descriptor stops accepting
+    for a second (``/healthz`` with it). Where even the hard limit is too small, connections,
+    uploads and backlog are lowered (with a warning) to fit.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     needed = (
-        settings.max_connections + FDS_PER_UPLOAD * settings.max_concurrent_uploads + FD_RESERVE
+        settings.max_connections
+        + FDS_PER_UPLOAD * settings.max_concurrent_uploads
+        + FD_RESERVE
+        + LISTEN_BACKLOG
     )
     if soft != resource.RLIM_INFINITY and soft < needed:
         target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
@@ -199,22 +213,29 @@ def fit_to_fd_limit(settings: Settings) -> Settings:
         except (ValueError, OSError):
             pass
     if soft == resource.RLIM_INFINITY or soft >= needed:
-        return settings
+        return settings, LISTEN_BACKLOG
     room = max(0, soft - FD_RESERVE)
-    connections = max(8, room * 2 // 3)
-    uploads = max(1, min(settings.max_concurrent_uploads, (room - connections) // FDS_PER_UPLOAD))
+    backlog = max(8, room // 4)
+    connections = max(8, min(settings.max_connections, room // 2))
+    uploads = max(
+        1,
+        min(settings.max_concurrent_uploads, (room - connections - backlog) // FDS_PER_UPLOAD),
+    )
     log.warning(
         "file-descriptor limit %d holds fewer than max_connections=%d plus "
-        "max_concurrent_uploads=%d: serving at most %d connections and %d uploads at once",
+        "max_concurrent_uploads=%d: serving at most %d connections and %d uploads at once, "
+        "listen backlog %d",
         soft,
         settings.max_connections,
         settings.max_concurrent_uploads,
         connections,
         uploads,
+        backlog,
     )
-    return settings.model_copy(
+    fitted = settings.model_copy(
         update={"max_connections": connections, "max_concurrent_uploads": uploads}
     )
+    return fitted, backlog
 
 
 def configure_logging(level: str) -> None:
@@ -236,7 +257,7 @@ def serve(
 ) -> None:
     """Run the aggregator until interrupted."""
     configure_logging(log_level)
-    settings = fit_to_fd_limit(settings)
+    settings, backlog = fit_to_fd_limit(settings)
     app = create_app(settings)
 
     class Protocol(EdgeProtocol):
@@ -259,6 +280,7 @@ def serve(
         timeout_keep_alive=max(1, round(settings.keep_alive_timeout_s)),
         h11_max_incomplete_event_size=settings.max_head_bytes,
         timeout_graceful_shutdown=max(1, shutdown_timeout_s),
+        backlog=backlog,
         **options,
     )
     log.info(

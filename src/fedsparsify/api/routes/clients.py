@@ -53,7 +53,8 @@ def register(
     ``Authorization: Bearer <enrolment token>``), a name (unique in the federation, compared
     in NFKC and case-folded: 409 otherwise), three public keys (32 raw bytes each, base64:
     ``public_key`` X25519 for the key envelope, ``signing_key`` Ed25519, ``mask_key`` X25519;
-    an all-zero or low-order X25519 point: 422) and the local sample count (above the spec's ``max_samples_per_site``: 422).
+    an all-zero or low-order X25519 point: 422) and the local sample count (above the spec's
+    ``max_samples_per_site``: 422).
     401 when the join code is wrong, expired, used up or revoked; 409 once round 0 has opened
     (unless the spec allows late joiners) or for a taken name.
 

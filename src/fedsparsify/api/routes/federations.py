@@ -141,12 +141,33 @@ def get_spec(
     responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
 )
 def rotate_enrollment(
-    fid: str, body: EnrollmentRotation, _admin: AdminDep, session: SessionDep
+    fid: str,
+    body: EnrollmentRotation,
+    _admin: AdminDep,
+    session: SessionDep,
+    state: StateDep,
+    once: OnceDep,
+    response: Response,
 ) -> EnrollmentOut:
     """Issue a new join code (shown only here); the old one stops working at once. Its limits
-    default to the spec's ``enrollment`` (lifetime; uses: ``max_uses`` or ``min_clients``)."""
-    fed = service.get_federation(session, fid)
-    return enrollment.rotate_join_code(session, fed, service.spec_of(fed), body)
+    default to the spec's ``enrollment`` (lifetime; uses: ``max_uses`` or ``min_clients``).
+    With an ``Idempotency-Key``, a retry returns this join code instead of rotating again."""
+
+    def rotate() -> EnrollmentOut:
+        fed = service.get_federation(session, fid)
+        return enrollment.rotate_join_code(session, fed, service.spec_of(fed), body)
+
+    answer, replayed = run_once(
+        session,
+        once.request(body),
+        EnrollmentOut,
+        rotate,
+        ttl_s=state.settings.idempotency_ttl_s,
+        status_code=201,
+        produce_commits=True,
+    )
+    mark_replayed(response, replayed)
+    return answer
 
 
 @router.delete(
