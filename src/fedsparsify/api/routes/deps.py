@@ -206,6 +206,14 @@ async def counted_stream(request: Request, state: AppState, kind: str) -> AsyncI
         raise TruncatedStreamError("the client disconnected before the body ended") from exc
 
 
-async def read_body(request: Request, state: AppState, what: str) -> bytes:
-    """A small raw body (context, envelope); its size limit is the edge's."""
-    return b"".join([chunk async for chunk in counted_stream(request, state, what)])
+async def read_body(request: Request, state: AppState, limit: int, what: str) -> bytes:
+    """A small raw body (context, envelope, form), refused with 413 past ``limit`` (the edge
+    has refused a declared or streamed excess of its own, larger limit already)."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in counted_stream(request, state, what):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"{what} exceeds the limit of {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)

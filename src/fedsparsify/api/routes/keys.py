@@ -47,7 +47,7 @@ async def put_context(
     """Raw body: ``SecretContext.public_bytes()``. Refused (400) if it holds a secret key or is
     unreadable, 422 for insecure parameters, 409 ``parameter_mismatch`` when its preset is not
     the spec's. Stored once: 201; the same bytes again: 200; other bytes: 409."""
-    data = await read_body(request, state, "context")
+    data = await read_body(request, state, state.settings.max_context_bytes, "context")
     stored = await run_in_threadpool(_put_context, state, fid, caller, data)
     if not stored.created:
         response.status_code = 200
@@ -93,7 +93,7 @@ async def put_envelope(
 ) -> EnvelopeStored:
     """Raw body: the envelope sealed for ``client_id`` (opaque to the aggregator). 201 when
     new, 200 when it replaces an earlier one; 413 past the size limit."""
-    data = await read_body(request, state, "envelope")
+    data = await read_body(request, state, state.settings.max_envelope_bytes, "envelope")
     stored = await run_in_threadpool(_put_envelope, state, fid, caller, client_id, data)
     if stored.replaced:
         response.status_code = 200
