@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -14,21 +12,14 @@ import pytest
 
 from fedsparsify.clients.launcher import start_aggregator
 from fedsparsify.clients.state import Credentials, StateDir
+from tests.cli import run_cli
 from tests.sites import registration
 
 pytestmark = pytest.mark.e2e
 
 
 def cli(*args: str, env: dict[str, str], code: int = 0) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "fedsparsify", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
-    assert out.returncode == code, out.stderr + out.stdout
+    out = run_cli(*args, env=env, code=code)
     return out.stdout + out.stderr
 
 

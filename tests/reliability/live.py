@@ -9,6 +9,7 @@ must (:func:`tests.sites.encrypt_for`: bound to the round, pairwise-masked).
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -132,7 +133,7 @@ class Federation:
         """Admin creates it, every site registers, the dealer distributes keys, round 0 opens."""
         samples = list(samples)
         body = {
-            "name": "reliability",
+            "name": f"reliability-{secrets.token_hex(4)}",  # names are unique per server
             "rounds": 2,
             "min_clients": len(samples),
             "quorum": max(1, len(samples) - 1),

@@ -17,7 +17,7 @@ import pytest
 from fedsparsify.api import Settings, create_app
 from fedsparsify.crypto import create_secret_context, decrypt_sum
 from tests.api.conftest import ADMIN_TOKEN, Harness, TestClient, vectors
-from tests.reliability.conftest import Recorder
+from tests.conftest import Recorder
 from tests.reliability.live import (
     ATOL,
     Federation,

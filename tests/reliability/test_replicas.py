@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from fedsparsify.errors import FedsparsifyError
-from tests.reliability.conftest import Recorder
+from tests.conftest import Recorder
 from tests.reliability.live import (
     ATOL,
     Federation,

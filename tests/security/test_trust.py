@@ -334,3 +334,24 @@ def test_a_forged_envelope_is_refused(scene: Scene) -> None:
         assert dealer.alive()
     finally:
         _stop(procs)
+
+
+def test_without_peers_a_site_stops_after_registering_and_says_what_to_confirm(
+    scene: Scene,
+) -> None:
+    proc = start_site(
+        server=scene.server.url,
+        enrollment_token=scene.join_code,
+        data_dir=scene.root / "data" / NAMES[0],
+        state_dir=scene.state(NAMES[0]),
+        name=NAMES[0],
+        log_dir=scene.root / "logs",
+    )
+    try:
+        assert proc.popen.wait(timeout=120) == 2, proc.log_tail()
+    finally:
+        proc.stop()
+    log = log_of(proc)
+    own = StateDir(scene.state(NAMES[0])).identity().public().fingerprint
+    assert "will not go on without confirmed peers" in log and f"{NAMES[0]} {own}" in log, log
+    assert len(scene.fed()["participants"]) == 1  # it registered, then stopped

@@ -49,8 +49,10 @@ from fedsparsify.errors import ConfigError
 __all__ = [
     "Base",
     "ClientRow",
+    "DashboardSessionRow",
     "Database",
     "FederationRow",
+    "IdempotentAnswerRow",
     "MetricSampleRow",
     "RoundMetricRow",
     "RoundRow",
@@ -209,6 +211,37 @@ class RoundMetricRow(Base):
     client_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     metrics: Mapped[dict[str, float]] = mapped_column(JSON)
     updated_at: Mapped[float] = mapped_column(Float, default=now)
+
+
+class DashboardSessionRow(Base):
+    """A browser's dashboard sign-in: only the SHA-256 of the session id (the cookie's value)
+    is stored, with the hash of the token it was opened with, so that a rotated admin token or
+    a revoked client ends its sessions."""
+
+    __tablename__ = "dashboard_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    credential_hash: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class IdempotentAnswerRow(Base):
+    """The first successful answer to a POST sent with an ``Idempotency-Key``, kept for replay.
+
+    ``id`` is SHA-256 over the credential the caller presented and its key, so neither is
+    stored; ``sealed`` is the answer encrypted under a key derived from both (it may hold a
+    one-time token). See :mod:`fedsparsify.api.services.idempotency`.
+    """
+
+    __tablename__ = "idempotent_answers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
 
 
 class MetricSampleRow(Base):

@@ -32,12 +32,16 @@ __all__ = ["error_response", "install_exception_handlers"]
 
 log = logging.getLogger(__name__)
 
+#: Validation errors named in one answer (a hostile body can hold a hundred thousand).
+MAX_REPORTED_ERRORS = 10
+
 _CODES_BY_STATUS = {
     400: "bad_request",
     401: "unauthorized",
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
@@ -59,10 +63,13 @@ def _fedsparsify(_request: Request, exc: Exception) -> JSONResponse:
 
 def _validation(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
     parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err.get("loc", ()))
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    for err in errors[:MAX_REPORTED_ERRORS]:
+        where = ".".join(str(p) for p in err.get("loc", ()))[:200]
+        parts.append(f"{where}: {str(err.get('msg', 'invalid'))[:300]}")
+    if len(errors) > MAX_REPORTED_ERRORS:
+        parts.append(f"and {len(errors) - MAX_REPORTED_ERRORS} more")
     return error_response(422, ConfigError.code, "; ".join(parts) or "invalid request")
 
 

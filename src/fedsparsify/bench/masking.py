@@ -9,7 +9,10 @@ update encrypted by :func:`encrypt_update` with and without its masker):
 - ``derive_s``: the K-1 key agreements and HKDFs;
 - ``mask_s``: expanding every frame's mask (all pairs);
 - ``encrypt_plain_s`` / ``encrypt_masked_s``: the whole encryption without / with the masks;
-- ``prg_bytes``: ChaCha20 output consumed; ``upload_bytes_plain`` / ``upload_bytes_masked``.
+- ``prg_bytes``: ChaCha20 output consumed; ``upload_bytes_plain`` / ``upload_bytes_masked``;
+- ``sum_max_error``: the largest error of the decrypted average of K masked updates (one
+  ciphertext each, N(0, 0.05) values, equal weights) against numpy, beside the result grid the
+  sites round to (:data:`~fedsparsify.platform.round_rules.RESULT_GRID`).
 
     fedsparsify bench crypto --masking [--participants 4,16,100] [--json FILE]
 """
@@ -17,6 +20,7 @@ update encrypted by :func:`encrypt_update` with and without its masker):
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import statistics
 import sys
@@ -32,10 +36,13 @@ from fedsparsify.crypto import (
     PairwiseMasker,
     RoundBinding,
     SiteIdentity,
+    add_updates,
     create_secret_context,
+    decrypt_sum,
     encrypt_update,
     participants_digest,
 )
+from fedsparsify.platform.round_rules import RESULT_GRID
 
 __all__ = ["main", "measure_masking"]
 
@@ -50,6 +57,8 @@ KEYS = (
     "prg_bytes",
     "upload_bytes_plain",
     "upload_bytes_masked",
+    "sum_max_error",
+    "result_grid",
 )
 
 
@@ -73,6 +82,44 @@ def _encrypt(ctx: Any, values: np.ndarray, binding: RoundBinding, masker: Any) -
         )
     )
     return time.perf_counter() - started, size
+
+
+def _sum_error(ctx: Any, k: int) -> float:
+    """Max |decrypted average - numpy| for K masked updates of one ciphertext each."""
+    rng = np.random.default_rng(k)
+    n = ctx.preset.values_per_ciphertext
+    ids = [f"site-{i:03d}" for i in range(k)]
+    identities = {i: SiteIdentity.generate() for i in ids}
+    keys = {i: identities[i].public().mask_key for i in ids}
+    binding = RoundBinding("bench", 0, 0, participants_digest(keys))
+    xs = [rng.normal(0.0, 0.05, n).astype(np.float32) for _ in ids]
+    streams = []
+    for i, x in zip(ids, xs, strict=True):
+        masker = PairwiseMasker(
+            own_id=i,
+            own_mask_private=identities[i].mask_private,
+            mask_keys=keys,
+            binding=binding,
+            channel="values",
+        )
+        streams.append(
+            b"".join(
+                encrypt_update(
+                    ctx,
+                    x,
+                    weight=1 / k,
+                    mask_digest="m",
+                    contributor=i,
+                    binding=binding,
+                    masker=masker,
+                )
+            )
+        )
+    out = io.BytesIO()
+    add_updates(ctx.public(), [io.BytesIO(s) for s in streams], out)
+    header, total = decrypt_sum(ctx, io.BytesIO(out.getvalue()))
+    want = np.mean(np.stack([x.astype(np.float64) for x in xs]), axis=0)
+    return float(np.abs(total / header.weight - want).max())
 
 
 def measure_masking(
@@ -125,6 +172,8 @@ def measure_masking(
             "prg_bytes": prg,
             "upload_bytes_plain": sizes_plain,
             "upload_bytes_masked": sizes_masked,
+            "sum_max_error": _sum_error(ctx, k),
+            "result_grid": RESULT_GRID,
         }
         rows.append(row)
         print(
@@ -141,15 +190,15 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| participants | kept values | frames | derive s | masks s | PRG bytes "
         "| encrypt s, no masks | encrypt s, masked | upload bytes, no masks "
-        "| upload bytes, masked |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| upload bytes, masked | max error of the K-site average |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['participants']} | {r['n_kept']:,} | {r['frames']} | {r['derive_s']:.4f} | "
             f"{r['mask_s']:.3f} | {r['prg_bytes']:,} | {r['encrypt_plain_s']:.3f} | "
             f"{r['encrypt_masked_s']:.3f} | {r['upload_bytes_plain']:,} | "
-            f"{r['upload_bytes_masked']:,} |"
+            f"{r['upload_bytes_masked']:,} | {r['sum_max_error']:.1e} |"
         )
     return "\n".join(lines)
 

@@ -62,6 +62,7 @@ __all__ = [
     "check_compatible",
     "next_mask",
     "rounded",
+    "spec_digest",
     "validate_updates",
 ]
 

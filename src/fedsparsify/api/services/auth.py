@@ -10,6 +10,7 @@ Every request a client's token authenticates marks that client as seen (throttle
 
 from __future__ import annotations
 
+import hmac
 import logging
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from fedsparsify.api.db import ClientRow, ServerSecretRow, now
-from fedsparsify.api.security import ADMIN_PREFIX, hash_token, new_token, token_matches
+from fedsparsify.api.security import ADMIN_PREFIX, hash_token, new_token
 from fedsparsify.api.services.liveness import touch
 from fedsparsify.api.state import AppState
 from fedsparsify.errors import AuthenticationError, PermissionDeniedError
@@ -26,6 +27,7 @@ from fedsparsify.errors import AuthenticationError, PermissionDeniedError
 __all__ = [
     "Caller",
     "bootstrap_admin_token",
+    "identify",
     "record_seen",
     "require_admin",
     "require_client",
@@ -106,21 +108,30 @@ def resolve_caller(state: AppState, session: Session, token: str | None) -> Call
     holding both connections at once would let concurrent requests drain the pool)."""
     if not token:
         raise AuthenticationError("missing bearer token (Authorization: Bearer <token>)")
-    if token_matches(token, state.admin_token_hash):
-        return Caller(is_admin=True)
-    digest = hash_token(token)
+    caller, _ = identify(state, session, hash_token(token))
+    return caller
+
+
+def identify(state: AppState, session: Session, digest: str) -> tuple[Caller, ClientRow | None]:
+    """The caller whose token hashes to ``digest`` (and its client row), without marking it
+    seen; :class:`AuthenticationError` if none. Dashboard sessions, which hold only the hash of
+    the token they were opened with, resolve through here: a person looking at the dashboard
+    with a site's token does not make that site a live participant."""
+    if state.admin_token_hash is not None and hmac.compare_digest(digest, state.admin_token_hash):
+        return Caller(is_admin=True), None
     client = session.scalars(select(ClientRow).where(ClientRow.token_hash == digest)).first()
-    if client is None or not token_matches(token, client.token_hash):
+    if client is None or not hmac.compare_digest(digest, client.token_hash):
         raise AuthenticationError("unknown or revoked token")
     if client.removed_at is not None:
         raise AuthenticationError("this client was removed from its federation by the admin")
-    return Caller(
+    caller = Caller(
         is_admin=False,
         client_id=client.id,
         federation_id=client.federation_id,
         is_dealer=client.is_dealer,
         last_seen_at=client.last_seen_at,
     )
+    return caller, client
 
 
 def record_seen(state: AppState, caller: Caller) -> None:

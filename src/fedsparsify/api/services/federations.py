@@ -32,11 +32,14 @@ from fedsparsify.api.services.enrollment import check_join_code, issue_join_code
 from fedsparsify.api.services.liveness import active_ids
 from fedsparsify.api.state import AppState
 from fedsparsify.crypto import get_preset
-from fedsparsify.errors import AuthenticationError, NotFoundError
+from fedsparsify.errors import AuthenticationError, ConfigError, ConflictError, NotFoundError
+from fedsparsify.platform.model_size import parameter_count
+from fedsparsify.platform.names import name_key
 from fedsparsify.platform.spec import FederationSpec
 from fedsparsify.platform.spec_compat import SPEC_VERSION, load_stored_spec
 
 __all__ = [
+    "check_model_size",
     "create_federation",
     "describe_federation",
     "get_federation",
@@ -117,11 +120,32 @@ def _enrolled(session: Session, federation_id: str, token: str) -> FederationRow
     return fed
 
 
+def check_model_size(spec: FederationSpec, max_parameters: int) -> int:
+    """The model's trainable parameter count; :class:`ConfigError` (422) over the limit."""
+    count = parameter_count(spec.model)
+    if count > max_parameters:
+        raise ConfigError(
+            f"the {spec.model.kind} model has {count:,} trainable parameters, more than this "
+            f"aggregator's limit of {max_parameters:,} (FEDSPARSIFY_MAX_MODEL_PARAMETERS)"
+        )
+    return count
+
+
 def create_federation(
-    session: Session, spec: FederationSpec, *, liveness_s: float
+    session: Session, spec: FederationSpec, *, liveness_s: float, max_parameters: int
 ) -> FederationCreated:
-    """Store a new federation; the answer carries its enrolment token (only time it is seen)."""
+    """Add a new federation to ``session`` (flushed; the caller commits, see
+    :func:`~fedsparsify.api.services.idempotency.run_once`); the answer carries its enrolment
+    token, the only time it is seen. The name must differ from every other federation's in
+    :func:`~fedsparsify.platform.names.name_key` (409)."""
     get_preset(spec.crypto_preset)
+    check_model_size(spec, max_parameters)
+    key = name_key(spec.name)
+    taken = next(
+        (n for n in session.scalars(select(FederationRow.name)) if name_key(n) == key), None
+    )
+    if taken is not None:
+        raise ConflictError(f"a federation named {taken!r} exists; choose another name")
     fed = FederationRow(
         id=new_id(),
         name=spec.name,
@@ -131,8 +155,8 @@ def create_federation(
     )
     token = issue_join_code(fed, spec)
     session.add(fed)
-    session.commit()
-    log.info("federation %s (%s) created, preset %s", fed.id, fed.name, spec.crypto_preset)
+    session.flush()
+    log.info("federation %s (%r) created, preset %s", fed.id, fed.name, spec.crypto_preset)
     out = describe_federation(session, fed, liveness_s=liveness_s)
     return FederationCreated(
         **out.model_dump(),

@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from fedsparsify.api.db import RoundMetricRow, RoundRow, now
-from fedsparsify.api.schemas import MetricsStored, RoundOut, UploadAccepted
+from fedsparsify.api.schemas import MAX_METRICS, MetricsStored, RoundOut, UploadAccepted
 from fedsparsify.api.services.auth import Caller
 from fedsparsify.api.services.federations import get_federation
 from fedsparsify.api.services.lifecycle import RoundLifecycle
@@ -35,7 +35,7 @@ from fedsparsify.api.services.round_queries import get_round_row, round_out
 from fedsparsify.api.services.round_store import RoundFiles, aggregate_key
 from fedsparsify.api.services.uploads import StagedUpload, UploadService, UploadTicket
 from fedsparsify.api.state import AppState
-from fedsparsify.errors import ConflictError, NotFoundError, PermissionDeniedError
+from fedsparsify.errors import ConfigError, ConflictError, NotFoundError, PermissionDeniedError
 
 __all__ = ["RoundService"]
 
@@ -139,12 +139,22 @@ class RoundService:
             if caller.client_id is None or caller.client_id not in rnd.participants:
                 raise PermissionDeniedError(f"you are not a participant of round {index}")
             row = session.scalars(
-                select(RoundMetricRow).where(
+                select(RoundMetricRow)
+                .where(
                     RoundMetricRow.round_id == rnd.id,
                     RoundMetricRow.client_id == caller.client_id,
                 )
+                .with_for_update()
             ).first()
             clean = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
+            stored = dict(row.metrics) if row is not None else {}
+            merged = {**stored, **clean}
+            if len(merged) > MAX_METRICS:
+                raise ConfigError(
+                    f"this report would bring your metrics for round {index} to {len(merged)} "
+                    f"({len(stored)} stored, {len(merged) - len(stored)} new); at most "
+                    f"{MAX_METRICS} are kept per client and round"
+                )
             if row is None:
                 row = RoundMetricRow(round_id=rnd.id, client_id=caller.client_id, metrics=clean)
                 session.add(row)
