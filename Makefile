@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The dashboard's browser tests drive Debian's Chromium (never a browser Playwright downloads).
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: demo test test-all bench bench-accuracy bench-latency bench-quick lint format clean reliability
 
@@ -13,6 +15,12 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+$(CHROMIUM):
+	@if [ "$$(id -u)" != 0 ]; then echo "the browser tests need Debian's chromium:" \
+	  "sudo apt-get install -y --no-install-recommends chromium"; exit 1; fi
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+
 demo: $(STAMP)
 	$(VENV)/bin/fedsparsify demo
 
@@ -21,10 +29,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
 	$(VENV)/bin/mypy
 
-test: lint
+test: lint $(CHROMIUM)
 	$(PY) -m pytest -m "not slow" -q
 
-test-all: lint
+test-all: lint $(CHROMIUM)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

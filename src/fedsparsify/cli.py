@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fedsparsify import __version__
+from fedsparsify.cli_db import db_app
 
 if TYPE_CHECKING:
     from fedsparsify.clients.rest import AggregatorClient
@@ -17,6 +19,30 @@ app = typer.Typer(
     help="fedsparsify: federated training with progressive pruning and sparse CKKS aggregation.",
     no_args_is_help=True,
 )
+
+
+class LogLevel(StrEnum):
+    """What ``--log-level`` accepts."""
+
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+LogLevelOpt = Annotated[
+    LogLevel,
+    typer.Option(case_sensitive=False, help="debug also shows every HTTP request"),
+]
+
+
+def _configure_logging(level: LogLevel) -> None:
+    """Log lines with time and origin; httpx's per-request lines only at debug level."""
+    logging.basicConfig(
+        level=level.value.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if level is not LogLevel.debug:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @app.command()
@@ -31,9 +57,19 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     data_dir: Annotated[
         Path | None,
-        typer.Option(help="database and ciphertext blobs (default: $FEDSPARSIFY_DATA_DIR)"),
+        typer.Option(
+            help="ciphertext blobs, and the SQLite database by default (default: "
+            "$FEDSPARSIFY_DATA_DIR); with PostgreSQL, a directory every process mounts"
+        ),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="postgresql+psycopg://user:password@host/db to run several processes on one "
+            "database (default: $FEDSPARSIFY_DATABASE_URL, else SQLite in --data-dir)"
+        ),
+    ] = None,
+    log_level: LogLevelOpt = LogLevel.info,
     tls_cert: Annotated[
         Path | None, typer.Option(help="serve HTTPS: PEM certificate (chain), with --tls-key")
     ] = None,
@@ -48,25 +84,31 @@ def serve(
         ),
     ] = 5,
 ) -> None:
-    """Run the aggregator (REST API; OpenAPI at /docs). Other settings: FEDSPARSIFY_* env."""
-    import uvicorn
+    """Run the aggregator (REST API; OpenAPI at /docs). Other settings: FEDSPARSIFY_* env,
+    among them the HTTP edge's limits (body sizes, timeouts, connections; see the README).
 
-    from fedsparsify.api import Settings, create_app
+    SQLite (default): one process per data directory; a second one exits at once, naming the
+    first. PostgreSQL: start as many as you like on one database and one shared --data-dir.
+    Refuses a database whose schema is older than this release (run `fedsparsify db upgrade`);
+    an empty database is created at the newest schema."""
+    from fedsparsify.api import Settings
+    from fedsparsify.api.server import serve as run_server
+    from fedsparsify.errors import FedsparsifyError
 
     check_tls_files(tls_cert, tls_key)
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    settings = Settings(data_dir=data_dir) if data_dir is not None else Settings()
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level=log_level.lower(),
-        ssl_certfile=str(tls_cert) if tls_cert else None,
-        ssl_keyfile=str(tls_key) if tls_key else None,
-        timeout_graceful_shutdown=max(1, shutdown_timeout_s),
-    )
+    settings = Settings.from_options(data_dir=data_dir, database_url=database_url)
+    try:
+        run_server(
+            settings,
+            host=host,
+            port=port,
+            log_level=log_level.value,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            shutdown_timeout_s=shutdown_timeout_s,
+        )
+    except FedsparsifyError as exc:
+        raise _fail(exc) from exc
 
 
 def check_tls_files(cert: Path | None, key: Path | None) -> None:
@@ -122,8 +164,26 @@ def _admin(server: str, token: str, ca: Path | None) -> AggregatorClient:
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    typer.secho(f"error: {exc}", err=True, fg="red")
+    """Print ``error: ...`` (one line per line of the message) and exit with status 1."""
+    for line in str(exc).splitlines() or [type(exc).__name__]:
+        typer.secho(f"error: {line}", err=True, fg="red")
     return typer.Exit(code=1)
+
+
+def _read_json_object(path: Path) -> dict[str, object]:
+    import json
+
+    from fedsparsify.errors import ConfigError
+
+    try:
+        body = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ConfigError(f"{path} must hold one JSON object (a federation spec)")
+    return body
 
 
 @federation_app.command("create")
@@ -131,7 +191,8 @@ def federation_create(
     server: ServerOpt,
     admin_token: AdminOpt,
     spec: Annotated[
-        Path | None, typer.Option(help="federation spec as JSON (see FederationSpec)")
+        Path | None,
+        typer.Option(help="federation spec as JSON (e.g. examples/specs/brainage-demo.json)"),
     ] = None,
     name: Annotated[str | None, typer.Option(help="name, when no --spec is given")] = None,
     rounds: Annotated[int | None, typer.Option(help="override the spec's rounds")] = None,
@@ -140,13 +201,15 @@ def federation_create(
     ca: CaOpt = None,
 ) -> None:
     """Create a federation; prints its id and the join code sites pass to `client --enroll`."""
-    import json
-
     from fedsparsify.errors import FedsparsifyError
-    from fedsparsify.platform.spec import FederationSpec
+    from fedsparsify.platform.spec import parse_spec
 
+    if spec is None and name is None:
+        raise typer.BadParameter(
+            "give a spec file (see examples/specs/) or at least --name", param_hint="--spec"
+        )
     try:
-        body: dict[str, object] = json.loads(spec.read_text()) if spec else {}
+        body: dict[str, object] = _read_json_object(spec) if spec else {}
         overrides = {
             "name": name,
             "rounds": rounds,
@@ -156,7 +219,7 @@ def federation_create(
         body.update({k: v for k, v in overrides.items() if v is not None})
         if "quorum" not in body and "min_clients" in body:
             body["quorum"] = body["min_clients"]
-        parsed = FederationSpec.model_validate(body)
+        parsed = parse_spec(body, source=str(spec) if spec else "the options")
         created = _admin(server, admin_token, ca).create_federation(parsed.model_dump(mode="json"))
     except (OSError, ValueError, FedsparsifyError) as exc:
         raise _fail(exc) from exc
@@ -209,6 +272,79 @@ def federation_start_round(
     typer.echo(f"round {status.index}: {status.state}, participants {len(status.participants)}")
 
 
+@federation_app.command("members")
+def federation_members(
+    federation_id: str, server: ServerOpt, admin_token: AdminOpt, ca: CaOpt = None
+) -> None:
+    """List members: name, id, fingerprint (as registered), samples, dealer, key, removed."""
+    from fedsparsify.errors import FedsparsifyError
+
+    try:
+        members = _admin(server, admin_token, ca).list_clients(federation_id)
+    except FedsparsifyError as exc:
+        raise _fail(exc) from exc
+    for m in members:
+        flags = [
+            "dealer" if m["is_dealer"] else "",
+            "key" if m["has_envelope"] or m["is_dealer"] else "no key",
+            "REMOVED" if m["removed"] else "",
+        ]
+        typer.echo(
+            f"{m['name']:<24} {m['id']}  {m['fingerprint']}  {m['num_samples']:>8} samples  "
+            + " ".join(f for f in flags if f)
+        )
+
+
+@federation_app.command("rotate-code")
+def federation_rotate_code(
+    federation_id: str,
+    server: ServerOpt,
+    admin_token: AdminOpt,
+    max_uses: Annotated[int | None, typer.Option(help="registrations it allows")] = None,
+    expires_after_s: Annotated[float | None, typer.Option(help="lifetime in seconds")] = None,
+    ca: CaOpt = None,
+) -> None:
+    """Issue a new join code (the old one stops working at once); prints it once."""
+    from fedsparsify.errors import FedsparsifyError
+
+    try:
+        out = _admin(server, admin_token, ca).rotate_join_code(
+            federation_id, max_uses=max_uses, expires_after_s=expires_after_s
+        )
+    except FedsparsifyError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"join code (shown once): {out['join_code']}")
+    typer.echo(f"valid for {out['max_uses']} registration(s) until {out['expires_at']}")
+
+
+@federation_app.command("revoke-code")
+def federation_revoke_code(
+    federation_id: str, server: ServerOpt, admin_token: AdminOpt, ca: CaOpt = None
+) -> None:
+    """Stop the join code: no one registers until `rotate-code` issues a new one."""
+    from fedsparsify.errors import FedsparsifyError
+
+    try:
+        _admin(server, admin_token, ca).revoke_join_code(federation_id)
+    except FedsparsifyError as exc:
+        raise _fail(exc) from exc
+    typer.echo("join code revoked")
+
+
+@federation_app.command("remove-member")
+def federation_remove_member(
+    federation_id: str, client_id: str, server: ServerOpt, admin_token: AdminOpt, ca: CaOpt = None
+) -> None:
+    """Remove a member: its token stops working and no new round includes it."""
+    from fedsparsify.errors import FedsparsifyError
+
+    try:
+        out = _admin(server, admin_token, ca).remove_client(federation_id, client_id)
+    except FedsparsifyError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"removed {out['client_id']} at {out['removed_at']}")
+
+
 # -- a site ---------------------------------------------------------------------------------
 
 
@@ -232,7 +368,8 @@ def client(
     data: Annotated[
         Path,
         typer.Option(
-            help="this site's data: a NIfTI folder with participants.tsv, or a saved site folder"
+            help="this site's data: a folder with participants.tsv and its T1 NIfTI volumes "
+            "(BIDS sub-X/anat/*T1w.nii.gz; `fedsparsify data synth` makes some)"
         ),
     ],
     enroll: Annotated[
@@ -273,17 +410,15 @@ def client(
             "`fedsparsify bench pool` shows when it pays)",
         ),
     ] = 0,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    log_level: LogLevelOpt = LogLevel.info,
 ) -> None:
     """Join a federation as a site and take part in every round until it completes."""
     from fedsparsify.clients.runtime import ClientRuntime
     from fedsparsify.clients.state import StateDir
-    from fedsparsify.errors import FedsparsifyError, TrustError
+    from fedsparsify.errors import EnvelopeError, FedsparsifyError, TrustError
     from fedsparsify.platform.data import load_site
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging(log_level)
     try:
         saved = StateDir(state).credentials
     except FedsparsifyError as exc:
@@ -307,13 +442,204 @@ def client(
             trust_aggregator_roster=trust_aggregator_roster,
             crypto_workers=crypto_workers,
         )
-        reports = runtime.run()
-    except TrustError as exc:
+        runtime.run()
+    except (TrustError, EnvelopeError) as exc:
         typer.secho(f"refused: {exc}", err=True, fg="red")
         raise typer.Exit(code=2) from exc
     except FedsparsifyError as exc:
         raise _fail(exc) from exc
-    typer.echo(f"{runtime.name}: done after {len(reports)} rounds")
+    typer.echo(runtime.view.outcome or f"{runtime.name}: done")
+
+
+# -- a hospital's data and model ---------------------------------------------------------------
+
+data_app = typer.Typer(
+    help="Site data: synthetic hospitals to try things with.", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+
+
+class Dataset(StrEnum):
+    """What ``data synth`` writes."""
+
+    brainage = "brainage"
+    digits = "digits"
+
+
+@data_app.command("synth")
+def data_synth(
+    sites: Annotated[int, typer.Option(min=1, help="number of hospitals")] = 3,
+    subjects: Annotated[int, typer.Option(min=4, help="subjects per hospital")] = 60,
+    out: Annotated[
+        Path, typer.Option(help="folder to write (site-K/ and heldout/ go in it)")
+    ] = Path("hospitals"),
+    shape: Annotated[
+        str, typer.Option(help="volume grid: full (91x109x91), demo (24x28x24) or DxHxW")
+    ] = "demo",
+    heldout: Annotated[
+        int, typer.Option(min=0, help="held-out subjects (from every site's population)")
+    ] = 60,
+    seed: Annotated[int, typer.Option(min=0, help="seed of scanners, ages and anatomy")] = 0,
+    dataset: Annotated[
+        Dataset, typer.Option(help="brainage: BIDS T1 NIfTI; digits: site.npz (digits spec)")
+    ] = Dataset.brainage,
+) -> None:
+    """Write synthetic hospitals as BIDS-style site folders (participants.tsv + T1 NIfTI)."""
+    from fedsparsify.errors import FedsparsifyError
+    from fedsparsify.platform.data import make_digits_federation, save_site
+    from fedsparsify.platform.data.synth import synth_shape, write_synthetic_federation
+
+    try:
+        if dataset is Dataset.digits:
+            for site in make_digits_federation(sites, seed=seed).sites:
+                save_site(site, out / site.name)
+                typer.echo(f"{out / site.name}: {site.num_samples} train, {len(site.y_val)} val")
+            return
+        folders = write_synthetic_federation(
+            out,
+            sites=sites,
+            subjects=subjects,
+            heldout=heldout,
+            shape=synth_shape(shape),
+            seed=seed,
+        )
+    except FedsparsifyError as exc:
+        raise _fail(exc) from exc
+    for folder in folders:
+        typer.echo(
+            f"{folder.path}: {folder.subjects} subjects, ages {folder.age_min:.0f}-"
+            f"{folder.age_max:.0f}"
+        )
+
+
+@app.command()
+def export(
+    state: Annotated[Path, typer.Option(help="the site's state directory (`client --state`)")],
+    out: Annotated[Path, typer.Option(help="new folder for the model")],
+    spec: Annotated[
+        Path | None,
+        typer.Option(help="the federation's spec, for state written by release 0.1 only"),
+    ] = None,
+) -> None:
+    """Write a finished site's final model: safetensors, mask, sparse form and a model card."""
+    from fedsparsify.clients.export import export_model
+    from fedsparsify.errors import FedsparsifyError
+
+    try:
+        card = export_model(state, out, spec_file=spec)
+    except FedsparsifyError as exc:
+        raise _fail(exc) from exc
+    validation = card.get("final_validation") or {}
+    typer.echo(
+        f"model: {out} ({card['kept_weights']:,} of {card['prunable_weights']:,} weights kept, "
+        f"sparsity {card['final_sparsity']:.3f}"
+        + (f", validation MAE {validation['mae']:.2f} y" if "mae" in validation else "")
+        + ")"
+    )
+    typer.echo(f"model card: {out / 'model-card.md'}")
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Option(help="a folder written by `fedsparsify export`")],
+    source: Annotated[
+        Path, typer.Argument(metavar="INPUT", help="one NIfTI file, or a folder of T1 scans")
+    ],
+    out: Annotated[Path, typer.Option(help="CSV to write")] = Path("predictions.csv"),
+    participants: Annotated[
+        Path | None,
+        typer.Option(
+            help="participants.tsv with ages, for the brain-age gap (default: INPUT's own)"
+        ),
+    ] = None,
+) -> None:
+    """Predict brain age for T1 scans; with known ages also the (bias-corrected) brain-age gap."""
+    from fedsparsify.errors import FedsparsifyError
+    from fedsparsify.platform.data.nifti import PARTICIPANTS_FILE
+    from fedsparsify.platform.modelfile import read_model_dir
+    from fedsparsify.platform.predict import find_scans, read_ages, write_predictions_csv
+    from fedsparsify.platform.predict import predict as predict_ages
+
+    try:
+        exported = read_model_dir(model)
+        scans = find_scans(source)
+        table = participants
+        if table is None and source.is_dir() and (source / PARTICIPANTS_FILE).is_file():
+            table = source / PARTICIPANTS_FILE
+        ages = read_ages(table) if table is not None else None
+        rows = predict_ages(exported, scans, ages)
+        write_predictions_csv(rows, out)
+    except FedsparsifyError as exc:
+        raise _fail(exc) from exc
+    done = [r for r in rows if r.ok]
+    resampled = sum(
+        1 for r in done if any(n.startswith(("resampled", "reoriented")) for n in r.notes)
+    )
+    typer.echo(
+        f"{out}: {len(done)} of {len(rows)} scans predicted"
+        + (
+            f" ({resampled} reoriented or resampled to the model's grid, see notes)"
+            if resampled
+            else ""
+        )
+        + (f"; ages from {table}" if table is not None else "")
+    )
+    bias = exported.age_bias
+    if bias is None and ages:
+        typer.echo("no age-bias correction in the model card: corrected columns left empty")
+    elif bias is not None and ages and (weakness := bias.weakness()) is not None:
+        typer.echo(f"note: {weakness}")
+    failed = [r for r in rows if not r.ok]
+    for row in failed:
+        typer.secho(f"error: {row.notes[-1].removeprefix('error: ')}", err=True, fg="red")
+    if failed:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def roster(
+    state: Annotated[
+        Path, typer.Option(help="this site's state directory (after it registered)")
+    ] = Path(".fedsparsify-site"),
+    peers: Annotated[Path | None, typer.Option(help="the peers file the site runs with")] = None,
+    ca: CaOpt = None,
+) -> None:
+    """Who else is in the federation, as this site sees it: each member's fingerprint computed
+    here from its keys, and whether your --peers file confirms it."""
+    from fedsparsify.clients.rest import AggregatorClient
+    from fedsparsify.clients.roster import Member, Peers, Roster
+    from fedsparsify.clients.state import StateDir
+    from fedsparsify.errors import FedsparsifyError
+
+    try:
+        store = StateDir(state)
+        creds = store.credentials
+        if creds is None:
+            raise typer.BadParameter(f"{state} holds no registration yet", param_hint="--state")
+        with AggregatorClient(
+            creds.server, token=creds.token, verify=str(ca) if ca else True
+        ) as api:
+            members = [Member.from_json(m) for m in api.list_clients(creds.federation_id)]
+        judged = Roster(
+            members,
+            own_id=creds.client_id,
+            peers=Peers.load(peers) if peers is not None else None,
+        )
+    except FedsparsifyError as exc:
+        raise _fail(exc) from exc
+    for m in members:
+        if m.id == creds.client_id:
+            verdict = "you"
+        elif m.removed:
+            verdict = "removed"
+        elif judged.confirmed(m):
+            verdict = f"confirmed as {judged.peers.names[m.fingerprint]!r}" if judged.peers else ""
+        else:
+            verdict = "NOT CONFIRMED" + (f" ({m.problem})" if m.problem else "")
+        role = " dealer" if m.is_dealer else ""
+        typer.echo(
+            f"{m.name:<24} {m.fingerprint or '-':<32} {m.num_samples:>8} samples{role}  {verdict}"
+        )
 
 
 @app.command()
@@ -362,6 +688,9 @@ def demo(
     subjects_per_site: Annotated[
         int, typer.Option(help="synthetic subjects per site (sizes are skewed around it)")
     ] = 150,
+    keep_serving: Annotated[
+        bool, typer.Option(help="keep the aggregator and its dashboard up after the run (Ctrl-C)")
+    ] = False,
 ) -> None:
     """Train brain age across simulated sites over HTTP, encrypted and pruned; write a report."""
     from fedsparsify.clients.demo import DemoOptions, run_demo_with_progress
@@ -381,6 +710,7 @@ def demo(
         kill_site_after_round=kill_site_after_round,
         subjects_per_site=subjects_per_site,
         cache_dir=Path(".cache/brainage"),
+        keep_serving=keep_serving,
     )
     try:
         report = run_demo_with_progress(options)
@@ -389,40 +719,184 @@ def demo(
     typer.echo(f"report: {report}")
 
 
+# -- database -------------------------------------------------------------------------------
+
+app.add_typer(db_app, name="db")
+
 # -- benchmarks -------------------------------------------------------------------------------
 
 bench_app = typer.Typer(help="Benchmarks (the scripts in benchmarks/ run the same code).")
 app.add_typer(bench_app, name="bench")
 
 
-_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+def _flag_args(**options: object) -> list[str]:
+    """Keyword options as the benchmark scripts' command line (``None``/``False`` left out)."""
+    argv: list[str] = []
+    for key, value in options.items():
+        flag = "--" + key.rstrip("_").replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, list | tuple):
+            argv += [flag, *map(str, value)] if value else []
+        elif value is not None and value is not False:
+            argv += [flag, str(value)]
+    return argv
 
 
-@bench_app.command("crypto", context_settings=_PASS_THROUGH)
-def bench_crypto(ctx: typer.Context) -> None:
-    """What sparse CKKS updates cost per preset and sparsity, without a network (options:
-    `fedsparsify bench crypto --help`; e.g. --quick, --json FILE)."""
+def _split(value: str | None) -> list[str] | None:
+    return [v for v in value.split(",") if v] if value else None
+
+
+@bench_app.command("crypto")
+def bench_crypto(
+    quick: Annotated[bool, typer.Option(help="100k values (CI)")] = False,
+    full: Annotated[bool, typer.Option(help="3M values")] = False,
+    brainage: Annotated[
+        bool, typer.Option(help="BrainAge's 2,948,801 values (4 clients unless --clients)")
+    ] = False,
+    n_total: Annotated[int | None, typer.Option(min=1, help="any other model size")] = None,
+    clients: Annotated[
+        int | None, typer.Option(min=1, help="clients in the sum (10; --brainage: 4)")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write the rows to this JSON file")
+    ] = None,
+    candidates: Annotated[
+        bool, typer.Option(help="also measure the N=2048 lean candidate")
+    ] = False,
+    only: Annotated[
+        str | None, typer.Option(help="comma-separated preset names (default: all)")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed of the values")] = 0,
+) -> None:
+    """What sparse CKKS updates cost per preset and sparsity, without a network."""
     from fedsparsify.bench.crypto_costs import main as crypto_main
 
-    raise typer.Exit(crypto_main(list(ctx.args)))
+    if sum((quick, full, brainage, n_total is not None)) > 1:
+        raise typer.BadParameter(
+            "choose one of --quick, --full, --brainage, --n-total", param_hint="--quick"
+        )
+    argv = _flag_args(
+        quick=quick,
+        full=full,
+        brainage=brainage,
+        n_total=n_total,
+        clients=clients,
+        json=json_out,
+        candidates=candidates,
+        only=only,
+        seed=seed,
+    )
+    raise typer.Exit(crypto_main(argv))
 
 
-@bench_app.command("pool", context_settings=_PASS_THROUGH)
-def bench_pool(ctx: typer.Context) -> None:
-    """When encrypting and decrypting frames in worker processes pays, on this machine
-    (options: `fedsparsify bench pool --help`; e.g. --quick, --json FILE)."""
+@bench_app.command("pool")
+def bench_pool(
+    workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 2,
+    repeats: Annotated[int, typer.Option(min=1, help="runs per size (median)")] = 3,
+    quick: Annotated[bool, typer.Option(help="1 and 4 frames only (CI)")] = False,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write the rows to this JSON file")
+    ] = None,
+) -> None:
+    """When encrypting and decrypting frames in worker processes pays, on this machine."""
     from fedsparsify.bench.pool import main as pool_main
 
-    raise typer.Exit(pool_main(list(ctx.args)))
+    argv = _flag_args(workers=workers, repeats=repeats, quick=quick, json=json_out)
+    raise typer.Exit(pool_main(argv))
 
 
-@bench_app.command("accuracy", context_settings=_PASS_THROUGH)
-def bench_accuracy(ctx: typer.Context) -> None:
-    """FedAvg against FedSparsify and its baselines, in process (options:
-    `fedsparsify bench accuracy --help`; e.g. --quick, --out DIR)."""
+@bench_app.command("masking")
+def bench_masking(
+    participants: Annotated[str, typer.Option(help="comma-separated participant counts")] = (
+        "4,16,100"
+    ),
+    workload: Annotated[str, typer.Option(help="brainage, vec1m or vec100k")] = "brainage",
+    sparsity: Annotated[float, typer.Option(min=0.0, max=0.999)] = 0.95,
+    repeats: Annotated[int, typer.Option(min=1, help="runs per row (median)")] = 3,
+    quick: Annotated[bool, typer.Option(help="vec100k, 4 and 16 participants (CI)")] = False,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write rows and provenance to this JSON file")
+    ] = None,
+) -> None:
+    """What the pairwise masks cost a site per round (expansion, encryption), and the sum's
+    error against the result grid."""
+    from fedsparsify.bench.masking import main as masking_main
+
+    argv = _flag_args(
+        participants=participants,
+        workload=workload,
+        sparsity=sparsity,
+        repeats=repeats,
+        quick=quick,
+        json=json_out,
+    )
+    raise typer.Exit(masking_main(argv))
+
+
+@bench_app.command("accuracy")
+def bench_accuracy(
+    quick: Annotated[bool, typer.Option(help="tiny CI run: few rounds, s=0.9")] = False,
+    out: Annotated[Path | None, typer.Option(help="results folder")] = None,
+    datasets: Annotated[str | None, typer.Option(help="comma-separated: digits, brainage")] = None,
+    targets: Annotated[
+        str | None, typer.Option(help="comma-separated target sparsities, e.g. 0.8,0.9")
+    ] = None,
+    methods: Annotated[
+        str | None, typer.Option(help="comma-separated methods (default: all five)")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="data and model seed")] = 0,
+    cache_dir: Annotated[Path | None, typer.Option(help="brain-age volume cache")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads")] = 1,
+    device: Annotated[str | None, typer.Option(help="e.g. cuda (default: CPU)")] = None,
+) -> None:
+    """FedAvg against FedSparsify and its baselines at target sparsities, in process."""
     from fedsparsify.bench.accuracy import main as accuracy_main
 
-    raise typer.Exit(accuracy_main(list(ctx.args)))
+    argv = _flag_args(
+        quick=quick,
+        out=out,
+        datasets=_split(datasets),
+        targets=_split(targets),
+        methods=_split(methods),
+        seed=seed,
+        cache_dir=cache_dir,
+        threads=threads,
+        device=device,
+    )
+    raise typer.Exit(accuracy_main(argv))
+
+
+@bench_app.command("replicas")
+def bench_replicas(
+    quick: Annotated[bool, typer.Option(help="8 sites, 20k values, 1 round (CI)")] = False,
+    sites: Annotated[int | None, typer.Option(min=1, help="concurrent sites (32)")] = None,
+    values: Annotated[int | None, typer.Option(min=1, help="values per update (100,000)")] = None,
+    rounds: Annotated[int | None, typer.Option(min=1, help="rounds per setup (3)")] = None,
+    processes: Annotated[
+        str, typer.Option(help="PostgreSQL process counts (comma-separated)")
+    ] = "1,2,3",
+    no_sqlite: Annotated[bool, typer.Option(help="skip the SQLite row")] = False,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write the result to this JSON file")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed of the values")] = 0,
+) -> None:
+    """Upload throughput and latency of concurrent sites on 1, 2 and 3 aggregator processes on
+    PostgreSQL against one on SQLite."""
+    from fedsparsify.bench.replicas import main as replicas_main
+
+    argv = _flag_args(
+        quick=quick,
+        sites=sites,
+        values=values,
+        rounds=rounds,
+        processes=processes,
+        no_sqlite=no_sqlite,
+        json=json_out,
+        seed=seed,
+    )
+    raise typer.Exit(replicas_main(argv))
 
 
 @bench_app.command("latency")

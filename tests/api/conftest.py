@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from fastapi import FastAPI
@@ -104,20 +105,29 @@ def spec(**overrides: Any) -> dict[str, Any]:
 
 
 class Harness:
-    """Drives one app through its REST API with real keys and ciphertexts."""
+    """Drives one app through its REST API with real keys and ciphertexts: in process (a
+    ``TestClient`` and the app), or a real server in another process (an ``httpx.Client`` on
+    its address, no app: then only what goes through the REST API)."""
 
     def __init__(
         self,
-        client: TestClient,
-        app: FastAPI,
+        client: httpx.Client,
+        app: FastAPI | None,
         key_set: SecretContext,
         feds: dict[str, Fed] | None = None,
     ) -> None:
         self.client = client
-        self.app = app
+        self._app = app
         self.key_set = key_set
         #: Federations this harness (or the one before a restart) created, by id.
         self.feds: dict[str, Fed] = feds if feds is not None else {}
+
+    @property
+    def app(self) -> FastAPI:
+        """The app, when it runs in this process."""
+        if self._app is None:
+            raise RuntimeError("this harness drives a server in another process")
+        return self._app
 
     @property
     def state(self) -> AppState:
@@ -126,7 +136,9 @@ class Harness:
         return state
 
     def create(self, **overrides: Any) -> Fed:
-        """Create a federation as the admin."""
+        """Create a federation as the admin (named ``test-fed-N`` unless ``name`` is given:
+        federation names are unique)."""
+        overrides.setdefault("name", f"test-fed-{len(self.feds) + 1}")
         r = self.client.post("/v1/federations", json=spec(**overrides), headers=ADMIN)
         assert r.status_code == 201, r.text
         body = r.json()
@@ -251,6 +263,12 @@ class Harness:
             headers={**member.auth, "Content-Type": "application/octet-stream"},
         )
 
+    def report(self, fed: Fed, index: int, member: Member, metrics: dict[str, float]) -> Any:
+        """POST a member's plaintext metrics for a round."""
+        return self.client.post(
+            fed.path(f"/rounds/{index}/metrics"), json={"metrics": metrics}, headers=member.auth
+        )
+
     def sum_bytes(self, fed: Fed, index: int, channel: str = "values") -> bytes | None:
         """The round's stored running sum, or None."""
         path = self.state.blobs.path(sum_key(fed.id, index, channel))
@@ -314,11 +332,33 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests built on ``settings`` run on SQLite (embedded, the default); those marked
+    ``both_databases`` (the modules where the database matters: rounds, uploads, recovery,
+    liveness, federations, enrolment, attempts) also on a fresh PostgreSQL database."""
+    if "database_url" not in metafunc.fixturenames:
+        return
+    both = metafunc.definition.get_closest_marker("both_databases") is not None
+    metafunc.parametrize(
+        "database_url", ["sqlite", "postgresql"] if both else ["sqlite"], indirect=True
+    )
+
+
 @pytest.fixture
-def settings(data_dir: Path) -> Settings:
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """None (SQLite in the data directory) or the URL of a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def settings(data_dir: Path, database_url: str | None) -> Settings:
     """Settings with a known admin token and a fast deadline checker."""
     return Settings(
         data_dir=data_dir,
+        database_url=database_url,
         admin_token=ADMIN_TOKEN,
         deadline_check_interval_s=0.05,
         max_envelope_bytes=1 << 20,

@@ -14,6 +14,8 @@ from fedsparsify.api import Settings, create_app
 from fedsparsify.crypto import SecretContext, create_secret_context
 from tests.api.conftest import ADMIN_TOKEN, MASK, Fed, Harness, Member, vectors
 
+pytestmark = pytest.mark.both_databases
+
 
 @pytest.fixture
 def started(h: Harness) -> tuple[Fed, bytes]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -32,21 +30,13 @@ from fedsparsify.platform.spec import (
     TrainingSpec,
 )
 from fedsparsify.platform.training import evaluate
+from tests.cli import run_cli
 
 pytestmark = pytest.mark.e2e
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "fedsparsify", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr + out.stdout
-    return out.stdout
+    return run_cli(*args, env=env).stdout
 
 
 @pytest.mark.parametrize("method", ["fedsparsify-global", "fedsparsify-local"])

@@ -100,9 +100,9 @@ def enrol(admin: AggregatorClient, anonymous: AggregatorClient) -> tuple[str, st
         dealer.api.put_envelope(fid, client_id, envelope)
     for site in sites[1:]:
         assert site.api is not None
-        envelope = site.api.get_envelope(fid)
-        assert envelope is not None
-        site.key_set = open_own_envelope(site, envelope, fid, dealer)
+        mine = site.api.get_envelope(fid)
+        assert mine is not None
+        site.key_set = open_own_envelope(site, mine, fid, dealer)
         assert site.key_set.digest == dealer.key_set.digest
     return fid, enrolment, sites
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from fedsparsify.clients.launcher import AggregatorProcess, start_aggregator
 from fedsparsify.clients.rest import AggregatorClient
 from fedsparsify.clients.runtime import ClientRuntime
 from fedsparsify.errors import AuthenticationError, ConfigError, TransportError
+from tests.cli import run_cli
 from tests.security.conftest import ADMIN_TOKEN
 from tests.security.pki import Pki
 from tests.security.rounds import ATOL, run_round
@@ -87,13 +87,7 @@ def test_the_site_runtime_verifies_the_ca(
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fedsparsify", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_cli(*args, code=None)
 
 
 def test_the_cli_verifies_with_ca_and_refuses_without(

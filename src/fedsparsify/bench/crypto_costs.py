@@ -21,6 +21,8 @@ the machine, the git commit and the rows (keys: :data:`KEYS`).
     python benchmarks/crypto_costs.py --quick            # 100k values (CI)
     python benchmarks/crypto_costs.py --json benchmarks/results/crypto_costs.json   # 1M
     python benchmarks/crypto_costs.py --brainage         # BrainAge's 2,948,801, 4 clients
+    python benchmarks/crypto_costs.py --full             # 3M
+    python benchmarks/crypto_costs.py --masking --json benchmarks/results/masking.json
 """
 
 from __future__ import annotations
@@ -238,6 +240,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--masking" in argv:  # the pairwise masks' cost: its own table (bench/masking.py)
+        from fedsparsify.bench.masking import main as masking_main
+
+        return masking_main([a for a in argv if a != "--masking"])
     args = parse_args(argv)
     n_total = args.n_total or (
         100_000

@@ -1,28 +1,58 @@
-"""Where a benchmark's numbers come from: the git commit of the code that measured them."""
+"""Where a benchmark result came from: the git commit, the command, the machine, the time.
+
+Every results file carries :func:`provenance` so that a committed number can be traced to the
+committed code that produced it (a dirty working tree is recorded as such).
+"""
 
 from __future__ import annotations
 
+import os
+import platform
 import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
-__all__ = ["git_commit"]
+__all__ = ["git_commit", "provenance"]
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def provenance(command: list[str] | None = None) -> dict[str, Any]:
+    """The commit (``None`` outside a git checkout), whether the tree had uncommitted changes,
+    the command line, the machine and the UTC time."""
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "commit": commit,
+        "dirty": bool(status) if status is not None else None,
+        "command": " ".join(command if command is not None else sys.argv),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or ''}",
+        "python": platform.python_version(),
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 def git_commit() -> str:
     """The commit of the source tree this package runs from (``+dirty`` with uncommitted
     changes; ``unknown`` outside a git checkout)."""
-    where = Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=where,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+    commit = _git("rev-parse", "HEAD")
+    if commit is None:
         return "unknown"
-    return head + ("+dirty" if dirty else "")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return commit + ("+dirty" if status else "")

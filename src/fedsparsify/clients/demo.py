@@ -6,16 +6,22 @@ template, or a real NIfTI folder split by its ``site`` column), creates the fede
 admin, opens round 0 once every site holds its key, follows the rounds live, and writes a report
 comparing the sparse encrypted run with an in-process plaintext run of the same seed (and, with
 ``--compare``, with dense encrypted and dense plaintext federations run through the same API).
+
+Every federation of a run shares that one aggregator; its dashboard is at ``/``, and the admin
+token to sign in with is written, owner-only, to ``admin-token`` in the report directory.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
 from typing import Any, Literal
@@ -29,7 +35,8 @@ from fedsparsify.clients.launcher import (
     start_aggregator,
     start_site,
 )
-from fedsparsify.clients.report import RoundRow, RunResult, render_table, write_report
+from fedsparsify.clients.progress import DemoDisplay, LiveStatus, summary_lines
+from fedsparsify.clients.report import Reference, RoundRow, RunResult, write_report
 from fedsparsify.clients.rest import RoundStatus
 from fedsparsify.clients.state import StateDir
 from fedsparsify.errors import ConfigError, FedsparsifyError
@@ -84,6 +91,8 @@ class DemoOptions:
     round_timeout_s: float = 90.0
     kill_site_after_round: int | None = None
     cache_dir: Path | None = None
+    #: After the report, keep the aggregator (and its dashboard) up until SIGINT or SIGTERM.
+    keep_serving: bool = False
 
 
 @dataclass(frozen=True)
@@ -171,18 +180,6 @@ def prepare_data(options: DemoOptions) -> FederatedData:
     return data
 
 
-@dataclass
-class _Live:
-    """What the progress display shows."""
-
-    run: str
-    round: int = -1
-    state: str = "starting"
-    uploaded: int = 0
-    participants: int = 0
-    last: dict[str, float] = field(default_factory=dict)
-
-
 def _wait(predicate: Callable[[], bool], *, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -201,6 +198,8 @@ def _rows_from_history(fed: dict[str, Any]) -> list[RoundRow]:
             values = [m[key] for m in sites if key in m]
             return fmean(values) if values else float("nan")
 
+        uploads = entry.get("upload_bytes", {})
+        aggregate_size = sum(entry.get("aggregate_bytes", {}).values())
         rows.append(
             RoundRow(
                 round=int(entry["index"]),
@@ -211,6 +210,8 @@ def _rows_from_history(fed: dict[str, Any]) -> list[RoundRow]:
                 aggregate_ms=1000 * float(entry.get("aggregation_s") or 0.0),
                 contributors=len(entry.get("contributors", [])),
                 participants=len(entry.get("participants", [])),
+                upload_total_bytes=float(sum(sum(c.values()) for c in uploads.values())),
+                download_total_bytes=float(aggregate_size * len(entry.get("contributors", []))),
             )
         )
     return rows
@@ -236,20 +237,19 @@ def run_federation_over_http(
     options: DemoOptions,
     data: FederatedData,
     *,
-    on_progress: Callable[[_Live], None] | None = None,
+    server: AggregatorProcess,
+    on_progress: Callable[[LiveStatus], None] | None = None,
 ) -> RunResult:
-    """Aggregator + one process per site; returns the run's rows and final metrics."""
+    """One federation on ``server`` with one process per site; the run's rows and metrics."""
     run_dir = options.out_dir / "runs" / plan.name
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    admin_token = secrets.token_urlsafe(24)
     result = RunResult(plan.name, plan.spec.crypto_preset, plan.spec.method)
     started = time.monotonic()
     sites: list[SiteProcess] = []
-    live = _Live(plan.name)
-    with start_aggregator(run_dir / "aggregator", admin_token=admin_token) as server:
-        admin = server.admin()
+    live = LiveStatus(plan.name, rounds=plan.spec.rounds)
+    with server.admin() as admin:
         created = admin.create_federation(plan.spec.model_dump(mode="json"))
         fid = str(created["id"])
         join_code = f"{fid}:{created['enrollment_token']}"
@@ -270,8 +270,11 @@ def run_federation_over_http(
                         peers=peers,
                     )
                 )
+            if on_progress is not None:
+                on_progress(live)
             _wait_until_ready(server, admin, fid, len(sites), sites)
             admin.start_round(fid)
+            live.started = time.monotonic()
             killed: SiteProcess | None = None
             while True:
                 fed = admin.get_federation(fid)
@@ -331,16 +334,18 @@ def _wait_until_ready(
     _wait(ready, timeout_s=300, what="sites to register and receive keys")
 
 
-def _update_live(live: _Live, fed: dict[str, Any], current: RoundStatus | None) -> None:
+def _update_live(live: LiveStatus, fed: dict[str, Any], current: RoundStatus | None) -> None:
     if current is not None:
         live.round = current.index
         live.state = current.state
         live.uploaded = len(current.uploaded)
         live.participants = len(current.participants)
+    finished = {
+        int(e["index"]) for e in fed.get("history", []) if e["state"] in ("closed", "failed")
+    }
+    live.done = len(finished)
     closed = [r for r in _rows_from_history(fed) if r.contributors > 0 and r.val_mae == r.val_mae]
-    if closed:
-        last = closed[-1]
-        live.last = {"sparsity": last.sparsity, "val_mae": last.val_mae, "bytes": last.upload_bytes}
+    live.row = closed[-1] if closed else None
 
 
 def mean_age_mae(data: FederatedData) -> float:
@@ -349,26 +354,89 @@ def mean_age_mae(data: FederatedData) -> float:
     return float((data.y_test.double().flatten() - ages.mean()).abs().mean())
 
 
-def reference_plaintext(plan: RunPlan, data: FederatedData) -> tuple[float, float]:
+def reference_plaintext(plan: RunPlan, data: FederatedData) -> Reference:
     """The same spec run in process without HTTP or encryption: final test MAE and sparsity."""
     federation = InProcessFederation(plan.spec, data)
     rows = federation.run()
-    return float(rows[-1]["mae"]), float(rows[-1]["sparsity"])
+    return Reference(
+        final_test_mae=float(rows[-1]["mae"]),
+        final_sparsity=float(rows[-1]["sparsity"]),
+        sparsity=tuple(float(r["sparsity"]) for r in rows),
+    )
+
+
+def _admin_token_file(out_dir: Path, token: str) -> Path:
+    """The admin token, owner-only, for signing in to the dashboard (never printed or logged)."""
+    path = out_dir / "admin-token"
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    return path
+
+
+def serve_until_interrupted(server: AggregatorProcess) -> None:
+    """Block until SIGINT (Ctrl-C) or SIGTERM arrives, or the aggregator exits. Both signals
+    are handled here even where the shell started the demo with SIGINT ignored (a background
+    job), as uvicorn does."""
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        while server.alive() and not stop.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run_demo(
-    options: DemoOptions, *, on_progress: Callable[[_Live], None] | None = None
-) -> tuple[Path, list[RunResult]]:
-    """Run the demo; return the report's path and the runs."""
+    options: DemoOptions,
+    *,
+    on_progress: Callable[[LiveStatus], None] | None = None,
+    on_phase: Callable[[str], None] | None = None,
+    on_dashboard: Callable[[str, Path], None] | None = None,
+    on_report: Callable[[Path, list[RunResult], Reference], None] | None = None,
+) -> tuple[Path, list[RunResult], Reference]:
+    """Run the demo on one aggregator; return the report's path, the runs and the in-process
+    reference. ``on_dashboard(address, admin token file)`` once the aggregator is up,
+    ``on_report(report, runs, reference)`` once the report is written (then, with
+    ``options.keep_serving``, the aggregator stays up until interrupted)."""
+    phase = on_phase or (lambda text: None)
     torch.set_num_threads(1)
     options.out_dir.mkdir(parents=True, exist_ok=True)
+    aggregator_dir = options.out_dir / "aggregator"
+    shutil.rmtree(aggregator_dir, ignore_errors=True)
+    admin_token = secrets.token_urlsafe(24)
+    with start_aggregator(aggregator_dir, admin_token=admin_token) as server:
+        token_file = _admin_token_file(options.out_dir, admin_token)
+        if on_dashboard is not None:
+            on_dashboard(f"{server.url}/", token_file)
+        report, results, reference = _run_and_report(options, server, on_progress, phase)
+        if on_report is not None:
+            on_report(report, results, reference)
+        if options.keep_serving:
+            serve_until_interrupted(server)
+    return report, results, reference
+
+
+def _run_and_report(
+    options: DemoOptions,
+    server: AggregatorProcess,
+    on_progress: Callable[[LiveStatus], None] | None,
+    phase: Callable[[str], None],
+) -> tuple[Path, list[RunResult], Reference]:
+    phase("preparing the sites' data")
     data = prepare_data(options)
     results = [
-        run_federation_over_http(plan, options, data, on_progress=on_progress)
+        run_federation_over_http(plan, options, data, server=server, on_progress=on_progress)
         for plan in demo_runs(options)
     ]
     main = results[0]
-    ref_mae, ref_sparsity = reference_plaintext(demo_runs(options)[0], data)
+    phase("running the same spec in process, without HTTP or encryption (the reference)")
+    reference = reference_plaintext(demo_runs(options)[0], data)
+    ref_mae, ref_sparsity = reference.final_test_mae, reference.final_sparsity
     notes = [
         f"{options.sites} sites, {options.rounds} rounds, preset {options.preset}, "
         f"seed {options.seed}",
@@ -390,45 +458,45 @@ def run_demo(
         title="fedsparsify demo: federated brain age, sparse and encrypted",
         notes=notes,
         extra={"reference_plaintext": {"final_test_mae": ref_mae, "final_sparsity": ref_sparsity}},
+        reference=reference,
     )
-    return report, results
+    return report, results, reference
 
 
 def run_demo_with_progress(options: DemoOptions) -> Path:
-    """:func:`run_demo` with a live progress line per round (rich); prints the tables."""
+    """:func:`run_demo` with a progress bar per federation (plain lines when stdout is not a
+    terminal) and a closing summary with wall time and bytes moved."""
     from rich.console import Console
-    from rich.live import Live
-    from rich.markdown import Markdown
-    from rich.text import Text
 
     console = Console()
+    started = time.monotonic()
     console.print(
         f"[bold]fedsparsify demo[/]: {options.sites} sites, {options.rounds} rounds, "
-        f"preset {options.preset}; report in {options.out_dir}"
+        f"preset {options.preset}; report in {options.out_dir}",
+        highlight=False,
     )
-    with Live(Text("preparing data ..."), console=console, refresh_per_second=4) as live:
+    display = DemoDisplay(console)
 
-        def show(state: _Live) -> None:
-            last = state.last
-            summary = (
-                f"sparsity {last['sparsity']:.3f}  val MAE {last['val_mae']:.2f} y  "
-                f"{last['bytes']:,.0f} B/site"
-                if last
-                else "waiting for the first round"
-            )
-            live.update(
-                Text(
-                    f"{state.run}: round {state.round + 1}/{options.rounds} {state.state} "
-                    f"({state.uploaded}/{state.participants} uploaded) | {summary}"
-                )
-            )
+    def dashboard(address: str, token_file: Path) -> None:
+        console.print(
+            f"dashboard: {address} (sign in with the admin token in {token_file})",
+            soft_wrap=True,
+            highlight=False,
+        )
 
-        report, results = run_demo(options, on_progress=show)
-    for result in results:
-        console.print(Markdown(f"### {result.name}\n\n" + render_table(result)))
-    console.print(Markdown("\n".join(f"- {n}" for n in _notes_of(report))))
+    def closing(report: Path, results: list[RunResult], reference: Reference) -> None:
+        display.__exit__(None, None, None)
+        for line in summary_lines(results, reference, time.monotonic() - started):
+            console.print(line, highlight=False, soft_wrap=True)
+        if options.keep_serving:
+            console.print("the aggregator keeps serving the dashboard: Ctrl-C to stop")
+
+    with display:
+        report, _results, _reference = run_demo(
+            options,
+            on_progress=display.update,
+            on_phase=display.phase,
+            on_dashboard=dashboard,
+            on_report=closing,
+        )
     return report
-
-
-def _notes_of(report: Path) -> list[str]:
-    return [line[2:] for line in report.read_text().splitlines() if line.startswith("- ")]

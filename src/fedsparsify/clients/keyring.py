@@ -89,8 +89,17 @@ class KeyRing:
     def _wait_for_envelope(self, roster: Callable[[], Roster]) -> SecretContext:
         while True:
             envelope = self.api.get_envelope(self.federation_id)
+            current = roster()
             if envelope is not None:
-                return self._open(envelope, roster())
+                return self._open(envelope, current)
+            dealers = [m for m in current.members.values() if m.is_dealer]
+            if dealers and not current.confirmed(dealers[0]):
+                raise TrustError(
+                    f"the aggregator names {dealers[0].describe()} as the key dealer, who is not "
+                    "one of your confirmed peers: no key from it will be accepted. The first "
+                    "site to register deals the keys; ask the admin for a new federation in "
+                    "which a confirmed site registers first"
+                )
             time.sleep(self.poll_s)
 
     def _open(self, envelope: bytes, roster: Roster) -> SecretContext:

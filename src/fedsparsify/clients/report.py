@@ -1,4 +1,9 @@
-"""The demo's report: per-round table, JSON metrics and PNG plots, side by side per run."""
+"""The demo's report: per-round table, JSON metrics and PNG plots, side by side per run.
+
+Rounds are named by their index (0 to rounds - 1) here, in the live progress and in every
+site's log. The plots carry a title and, where the demo ran one, the in-process plaintext
+reference of the same spec as a dashed line.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RoundRow", "RunResult", "render_table", "write_report"]
+__all__ = ["Reference", "RoundRow", "RunResult", "render_table", "write_report"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,10 @@ class RoundRow:
     aggregate_ms: float
     contributors: int
     participants: int
+    #: bytes the aggregator received this round, every site and channel (its own count)
+    upload_total_bytes: float = 0.0
+    #: this round's aggregate times the sites that took it in: the download traffic
+    download_total_bytes: float = 0.0
 
 
 @dataclass
@@ -38,6 +47,23 @@ class RunResult:
     final_sparsity: float | None = None
     wall_s: float = 0.0
     events: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> tuple[float, float]:
+        """Uploaded and downloaded bytes over all rounds and sites."""
+        return (
+            sum(r.upload_total_bytes for r in self.rows),
+            sum(r.download_total_bytes for r in self.rows),
+        )
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The in-process plaintext run of the same spec: per-round sparsity, final test MAE."""
+
+    final_test_mae: float
+    final_sparsity: float
+    sparsity: tuple[float, ...] = ()
 
 
 COLUMNS = (
@@ -71,7 +97,16 @@ def render_table(run: RunResult) -> str:
     return "\n".join(lines)
 
 
-def _plot(runs: Sequence[RunResult], key: str, ylabel: str, path: Path, *, log: bool) -> None:
+def _plot(
+    runs: Sequence[RunResult],
+    key: str,
+    ylabel: str,
+    path: Path,
+    *,
+    log: bool,
+    title: str,
+    reference: Reference | None,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,7 +117,28 @@ def _plot(runs: Sequence[RunResult], key: str, ylabel: str, path: Path, *, log: 
         xs = [r.round for r in run.rows]
         ys = [getattr(r, key) for r in run.rows]
         ax.plot(xs, ys, marker="o", markersize=3, label=run.name)
-    ax.set_xlabel("round")
+    if reference is not None and key == "val_mae":
+        ax.axhline(
+            reference.final_test_mae,
+            color="black",
+            linestyle="--",
+            linewidth=1,
+            label=f"in process, plaintext: final test MAE {reference.final_test_mae:.2f}",
+        )
+    elif reference is not None and key == "sparsity" and reference.sparsity:
+        ax.plot(
+            range(len(reference.sparsity)),
+            reference.sparsity,
+            color="black",
+            linestyle="--",
+            linewidth=1,
+            label="in process, no HTTP or encryption",
+        )
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_title(title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("round (index)")
     ax.set_ylabel(ylabel)
     if log:
         ax.set_yscale("log")
@@ -100,16 +156,18 @@ def write_report(
     title: str,
     notes: Sequence[str] = (),
     extra: Mapping[str, Any] | None = None,
+    reference: Reference | None = None,
 ) -> Path:
     """Write ``report.md``, ``metrics.json`` and plots into ``out_dir``; return report.md."""
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = {
-        "mae.png": ("val_mae", "validation MAE (years)", False),
-        "sparsity.png": ("sparsity", "sparsity", False),
-        "bytes.png": ("upload_bytes", "upload bytes per site", True),
+        "mae.png": ("val_mae", "validation MAE (years)", False, "Validation MAE per round"),
+        "sparsity.png": ("sparsity", "sparsity", False, "Sparsity of the global model per round"),
+        "bytes.png": ("upload_bytes", "bytes", True, "Upload per site per round"),
     }
-    for name, (key, label, log) in plots.items():
-        _plot(runs, key, label, out_dir / name, log=log)
+    for name, (key, label, log, title) in plots.items():
+        plot_title = f"{title} (mean over sites)" if key == "val_mae" else title
+        _plot(runs, key, label, out_dir / name, log=log, title=plot_title, reference=reference)
     payload = {
         "title": title,
         "runs": [asdict(run) for run in runs],
@@ -122,8 +180,8 @@ def write_report(
         lines += [f"- {note}" for note in notes] + [""]
     lines += [
         "| run | preset | method | final test MAE | final sparsity | uploaded MB/site "
-        "(all rounds) | last upload B/site | wall s |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "(all rounds) | last upload B/site | MB up + down, all sites | wall s |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for run in runs:
         mae = "-" if run.final_test_mae is None else f"{run.final_test_mae:.2f}"
@@ -131,9 +189,10 @@ def write_report(
         sent = [r.upload_bytes for r in run.rows if not math.isnan(r.upload_bytes)]
         total = f"{sum(sent) / 1e6:.2f}" if sent else "-"
         last = f"{sent[-1]:,.0f}" if sent else "-"
+        up, down = run.total_bytes
         lines.append(
             f"| {run.name} | {run.preset} | {run.method} | {mae} | {sp} | {total} | {last} "
-            f"| {run.wall_s:.0f} |"
+            f"| {up / 1e6:.2f} + {down / 1e6:.2f} | {run.wall_s:.0f} |"
         )
     for run in runs:
         lines += ["", f"## {run.name}", "", render_table(run)]

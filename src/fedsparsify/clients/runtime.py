@@ -36,9 +36,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from fedsparsify.clients.codec import CodecStats, UpdateCodec
+from fedsparsify.clients.export import final_summary
 from fedsparsify.clients.keyring import KeyRing
 from fedsparsify.clients.rest import AggregatorClient, RoundStatus
 from fedsparsify.clients.roster import Member, Peers, Roster, peers_line
+from fedsparsify.clients.site_log import SiteLog
 from fedsparsify.clients.state import Credentials, StateDir
 from fedsparsify.crypto import PairwiseMasker, RoundBinding
 from fedsparsify.crypto.parallel import FramePool
@@ -47,6 +49,8 @@ from fedsparsify.errors import (
     ConflictError,
     FedsparsifyError,
     NotFoundError,
+    PermissionDeniedError,
+    RoundMismatchError,
     TrustError,
 )
 from fedsparsify.platform.data.sitedata import SiteData
@@ -168,6 +172,13 @@ class ClientRuntime:
             log.info("%s resumed at round %d", self.name, int(checkpoint["uploaded_round"]))
         self._codec: UpdateCodec | None = None
         self._done: set[tuple[int, int]] = set()
+        self.view = SiteLog(
+            self.name,
+            server=server,
+            federation_id=self.federation_id,
+            rounds=self.spec.rounds,
+            state_dir=state_dir,
+        )
 
     @property
     def federation_id(self) -> str:
@@ -228,6 +239,8 @@ class ClientRuntime:
 
     def _ensure_codec(self) -> UpdateCodec:
         if self._codec is None:
+            if not self.creds.is_dealer and self.state.secret_context is None:
+                self.view.waiting_for_key()
             context = self.keys.context(self.roster)
             log.info("%s: CKKS key set %s", self.name, context.digest)
             workers, min_values = self._workers
@@ -269,7 +282,8 @@ class ClientRuntime:
                 final = self._finish(fed)
                 if final is not None:
                     reports.append(final)
-                log.info("%s: federation %s", self.name, fed["state"])
+                checkpoint = self.state.load_checkpoint() or {}
+                self.view.ended(fed, self.creds.client_id, checkpoint.get("summary"))
                 return reports
             report = self._maybe_take_part()
             if report is not None:
@@ -279,6 +293,7 @@ class ClientRuntime:
                 continue
             if max_wait_s is not None and time.monotonic() - started > max_wait_s:
                 raise FedsparsifyError(f"{self.name}: gave up after {max_wait_s:.0f}s")
+            self.view.waiting(fed, self.creds.client_id)
             time.sleep(self.poll_s)
 
     def _current_round(self) -> RoundStatus | None:
@@ -394,6 +409,7 @@ class ClientRuntime:
             attempt,
             roster.declared_samples(status.participants),
         )
+        started = time.perf_counter()
         metrics = self._catch_up(index)
         update = self._trained(index, metrics)
         files, stats = self._encrypted(status, update, mask_keys)
@@ -404,23 +420,16 @@ class ClientRuntime:
             for channel in status.channels:
                 if self.creds.client_id not in status.uploads.get(channel, ()):
                     self.api.upload(self.federation_id, index, channel, files[channel])
-        except ConflictError as exc:
+        except (ConflictError, RoundMismatchError, PermissionDeniedError) as exc:
+            # The round moved on meanwhile (closed, or a new attempt began): the next poll sees
+            # its new state, and this site takes part in the new attempt if it is in it.
             log.warning("%s: upload to round %d refused: %s", self.name, index, exc)
         metrics["upload_s"] = self._timed(index, "upload", start) - start
         self._done.add((index, attempt))
+        metrics["round_s"] = time.perf_counter() - started
         if attempt == 0:
             self._report(index, metrics)
-        plan = self.site.plan
-        assert plan is not None
-        log.info(
-            "%s round %d attempt %d: sparsity %.3f, %d values, %d bytes up",
-            self.name,
-            index,
-            attempt,
-            plan.sparsity,
-            plan.n_values,
-            stats.bytes,
-        )
+        self.view.round_done(index, attempt, metrics)
         return RoundReport(index, metrics)
 
     def _encrypted(
@@ -490,7 +499,13 @@ class ClientRuntime:
         self._timed(last, "finish", started)
         metrics = {f"final_val_{k}": v for k, v in self.site.evaluate().items()}
         metrics["final_sparsity"] = sparsity(mask)
-        self._checkpoint(last, final=True)
+        summary = final_summary(
+            self.site,
+            fed,
+            key_set_digest=self._ensure_codec().context.digest,
+            client_id=self.creds.client_id,
+        )
+        self._checkpoint(last, final=True, summary=summary)
         self._report(last, metrics)
         return RoundReport(last, metrics)
 
@@ -500,7 +515,15 @@ class ClientRuntime:
         except FedsparsifyError as exc:
             log.warning("%s: metrics for round %d not stored: %s", self.name, index, exc)
 
-    def _checkpoint(self, index: int, *, final: bool = False) -> None:
+    def _checkpoint(
+        self, index: int, *, final: bool = False, summary: dict[str, Any] | None = None
+    ) -> None:
         self.state.save_checkpoint(
-            {"site": self.site.state_dict(), "uploaded_round": index, "final": final}
+            {
+                "site": self.site.state_dict(),
+                "uploaded_round": index,
+                "final": final,
+                "spec": self.spec.model_dump(mode="json"),
+                "summary": summary,
+            }
         )

@@ -10,7 +10,9 @@ the aggregator except what the runtime chooses to send. Layout (state version 2)
     mask.key             X25519 mask private key (raw 32 bytes)
     credentials.json     registration: federation, client id, bearer token
     secret_context.bin   the CKKS key set with its secret key
-    checkpoint.pt        the round state a restarted site resumes from
+    checkpoint.safetensors  the round state a restarted site resumes from: tensors plus a
+                         JSON record, checkpoint version 2 (:mod:`.checkpoint`); a
+                         ``checkpoint.pt`` pickle of earlier code is migrated on first load
     rounds/update-r{R}.npz             what this site trained in round R (re-encrypted on a
                                        new attempt, never retrained)
     rounds/sent-r{R}-a{A}-{channel}.bin  the exact bytes uploaded for attempt A of round R:
@@ -25,14 +27,22 @@ saying so (register again with a new ``--state``).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from fedsparsify.clients.checkpoint import (
+    CHECKPOINT_FILE,
+    CHECKPOINT_VERSION,
+    LEGACY_CHECKPOINT_FILE,
+    encode_checkpoint,
+    read_checkpoint,
+    read_legacy_checkpoint,
+)
 from fedsparsify.crypto import SiteIdentity
 from fedsparsify.errors import ConfigError, DataError
 
@@ -41,6 +51,8 @@ __all__ = ["STATE_VERSION", "Credentials", "StateDir"]
 #: Version of the state directory's layout (1: release 0.1, without state.json).
 STATE_VERSION = 2
 _KEY_FILES = ("signing.key", "identity.key", "mask.key")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -141,21 +153,23 @@ class StateDir:
         _atomic_write(self._path("secret_context.bin"), data, secret=True)
 
     def load_checkpoint(self) -> dict[str, Any] | None:
-        """The last saved round state, if any."""
-        path = self._path("checkpoint.pt")
-        if not path.exists():
+        """The last saved round state, if any (a release-0.1 ``checkpoint.pt`` is migrated)."""
+        path = self._path(CHECKPOINT_FILE)
+        if path.exists():
+            return read_checkpoint(path)
+        legacy = self._path(LEGACY_CHECKPOINT_FILE)
+        if not legacy.exists():
             return None
-        loaded: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
-        return loaded
+        state = read_legacy_checkpoint(legacy)
+        self.save_checkpoint(state)
+        legacy.unlink()
+        log.info("migrated %s to %s (state version %d)", legacy, path, CHECKPOINT_VERSION)
+        return state
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        """Save round state atomically (model, mask, last round, timings)."""
-        tmp = self._path(".checkpoint.pt.tmp")
-        with tmp.open("wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(self._path("checkpoint.pt"))
+        """Save round state atomically and owner-only (model, mask, last round, timings):
+        tensors in safetensors, everything else as JSON in its header; no pickle."""
+        _atomic_write(self._path(CHECKPOINT_FILE), encode_checkpoint(state), secret=True)
 
     def _rounds(self) -> Path:
         folder = self._path("rounds")

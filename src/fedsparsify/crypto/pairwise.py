@@ -143,6 +143,7 @@ class PairwiseMasker:
         self.channel = channel
         self.prg_bytes = 0
         self._pairs: list[tuple[bytes, bool]] = []
+        self._peers: list[str] = []
         for peer, key in sorted(mask_keys.items()):
             if peer == own_id:
                 continue
@@ -162,11 +163,23 @@ class PairwiseMasker:
             )
             seed = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
             self._pairs.append((seed, own_id < peer))
+            self._peers.append(peer)
 
     @property
     def n_peers(self) -> int:
         """Participants this one shares a mask with."""
         return len(self._pairs)
+
+    def pair_mask(self, peer: str, frame: int, moduli: Sequence[int], n: int) -> np.ndarray:
+        """This participant's share of the mask it has with ``peer`` alone (RNS order); the
+        peer's share is its negative modulo q. What a site colluding with the aggregator could
+        strip from ``peer``'s upload: what is left is still masked by every other pair."""
+        seed, add = self._pairs[self._peers.index(peer)]
+        out = np.empty(len(moduli) * n, dtype=np.uint64)
+        for index, q in enumerate(moduli):
+            r = expand_residues(seed, frame, index, q, n)
+            out[index * n : (index + 1) * n] = r if add else (np.uint64(q) - r) % np.uint64(q)
+        return out
 
     def frame_mask(self, frame: int, moduli: Sequence[int], n: int) -> np.ndarray:
         """This participant's mask for frame ``frame``: ``n`` residues per prime, RNS order."""

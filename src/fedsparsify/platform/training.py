@@ -20,7 +20,14 @@ from fedsparsify.platform.data.sitedata import SiteData, Task
 from fedsparsify.platform.masks import Mask, check_mask, prunable_shapes
 from fedsparsify.platform.spec import TrainingSpec
 
-__all__ = ["build_optimizer", "enforce_mask", "evaluate", "task_loss", "train_local"]
+__all__ = [
+    "build_optimizer",
+    "enforce_mask",
+    "evaluate",
+    "predict_outputs",
+    "task_loss",
+    "train_local",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +141,24 @@ def train_local(
 
 
 @torch.no_grad()
+def predict_outputs(model: nn.Module, x: torch.Tensor, *, batch_size: int = 32) -> torch.Tensor:
+    """The model's outputs for ``x`` in eval mode, batch by batch, on the CPU."""
+    if x.shape[0] == 0:
+        raise PlatformError("cannot evaluate on an empty set")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat(
+            [
+                model(x[i : i + batch_size].to(device)).cpu()
+                for i in range(0, x.shape[0], batch_size)
+            ]
+        )
+    finally:
+        model.train(was_training)
+
+
 def evaluate(
     model: nn.Module,
     x: torch.Tensor,
@@ -143,20 +168,7 @@ def evaluate(
     batch_size: int = 32,
 ) -> dict[str, float]:
     """Regression: ``mae``, ``rmse``, ``mse``; classification: ``accuracy``, ``loss``."""
-    if x.shape[0] == 0:
-        raise PlatformError("cannot evaluate on an empty set")
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        outputs = torch.cat(
-            [
-                model(x[i : i + batch_size].to(device)).cpu()
-                for i in range(0, x.shape[0], batch_size)
-            ]
-        )
-    finally:
-        model.train(was_training)
+    outputs = predict_outputs(model, x, batch_size=batch_size)
     if task == "regression":
         err = outputs.reshape(-1).double() - y.reshape(-1).double()
         mse = float((err**2).mean())

@@ -74,8 +74,17 @@ def test_shape_mismatch_and_missing_data_are_explained(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist"):
         load_site(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match=r"neither site\.npz .* nor participants\.tsv"):
+    with pytest.raises(DataError, match=r"neither participants\.tsv .* nor site\.npz"):
         load_site(tmp_path / "empty")
+
+
+def test_data_pointing_at_one_file_is_explained(tmp_path: Path, write_nifti: NiftiWriter) -> None:
+    volume = write_nifti(tmp_path / "sub-0_T1w.nii.gz", seed=0)
+    with pytest.raises(DataError, match=r"one NIfTI volume; a site's data is a folder"):
+        load_site(volume)
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(DataError, match="is not a site folder"):
+        load_site(tmp_path / "notes.txt")
 
 
 def test_corrupt_or_incomplete_files_are_named(tmp_path: Path) -> None:

@@ -10,14 +10,16 @@ Every request a client's token authenticates marks that client as seen (throttle
 
 from __future__ import annotations
 
+import hmac
 import logging
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from fedsparsify.api.db import ClientRow, ServerSecretRow, now
-from fedsparsify.api.security import ADMIN_PREFIX, hash_token, new_token, token_matches
+from fedsparsify.api.security import ADMIN_PREFIX, hash_token, new_token
 from fedsparsify.api.services.liveness import touch
 from fedsparsify.api.state import AppState
 from fedsparsify.errors import AuthenticationError, PermissionDeniedError
@@ -25,6 +27,8 @@ from fedsparsify.errors import AuthenticationError, PermissionDeniedError
 __all__ = [
     "Caller",
     "bootstrap_admin_token",
+    "identify",
+    "record_seen",
     "require_admin",
     "require_client",
     "require_member",
@@ -44,6 +48,8 @@ class Caller:
     client_id: str | None = None
     federation_id: str | None = None
     is_dealer: bool = False
+    #: When the client was last seen, as read with its token (for :func:`record_seen`).
+    last_seen_at: float | None = None
 
     def is_member_of(self, federation_id: str) -> bool:
         """A client of ``federation_id``."""
@@ -55,8 +61,25 @@ def bootstrap_admin_token(state: AppState) -> str | None:
 
     With ``FEDSPARSIFY_ADMIN_TOKEN`` set, that token is the admin token (its hash replaces any
     stored one). Otherwise the stored hash is used, or a token is generated, stored hashed and
-    logged once: it cannot be retrieved again.
+    logged once: it cannot be retrieved again. Several processes on one database: give them all
+    the same token (each keeps the hash it installed), or none (they share the stored one).
     """
+    try:
+        digest, generated = _install_admin_hash(state)
+    except IntegrityError:
+        # Another aggregator process stored the first hash at the same moment: read it.
+        digest, generated = _install_admin_hash(state)
+    state.admin_token_hash = digest
+    if generated is not None:
+        log.warning(
+            "generated the admin token (shown once, stored hashed; set FEDSPARSIFY_ADMIN_TOKEN "
+            "to choose one): %s",
+            generated,
+        )
+    return generated
+
+
+def _install_admin_hash(state: AppState) -> tuple[str, str | None]:
     configured = state.settings.admin_token
     generated: str | None = None
     with state.db.session() as session:
@@ -74,37 +97,49 @@ def bootstrap_admin_token(state: AppState) -> str | None:
         else:
             digest = row.value_hash
         session.commit()
-    state.admin_token_hash = digest
-    if generated is not None:
-        log.warning(
-            "generated the admin token (shown once, stored hashed; set FEDSPARSIFY_ADMIN_TOKEN "
-            "to choose one): %s",
-            generated,
-        )
-    return generated
+    return digest, generated
 
 
 def resolve_caller(state: AppState, session: Session, token: str | None) -> Caller:
     """The caller a bearer token stands for; :class:`AuthenticationError` if none.
 
-    A client's token also records that the client was seen (this may commit ``session``)."""
+    A client's token also records that the client was seen: pass the answer to
+    :func:`record_seen` once ``session`` is closed (the write is a transaction of its own, and
+    holding both connections at once would let concurrent requests drain the pool)."""
     if not token:
         raise AuthenticationError("missing bearer token (Authorization: Bearer <token>)")
-    if token_matches(token, state.admin_token_hash):
-        return Caller(is_admin=True)
-    digest = hash_token(token)
+    caller, _ = identify(state, session, hash_token(token))
+    return caller
+
+
+def identify(state: AppState, session: Session, digest: str) -> tuple[Caller, ClientRow | None]:
+    """The caller whose token hashes to ``digest`` (and its client row), without marking it
+    seen; :class:`AuthenticationError` if none. Dashboard sessions, which hold only the hash of
+    the token they were opened with, resolve through here: a person looking at the dashboard
+    with a site's token does not make that site a live participant."""
+    if state.admin_token_hash is not None and hmac.compare_digest(digest, state.admin_token_hash):
+        return Caller(is_admin=True), None
     client = session.scalars(select(ClientRow).where(ClientRow.token_hash == digest)).first()
-    if client is None or not token_matches(token, client.token_hash):
+    if client is None or not hmac.compare_digest(digest, client.token_hash):
         raise AuthenticationError("unknown or revoked token")
     if client.removed_at is not None:
         raise AuthenticationError("this client was removed from its federation by the admin")
-    touch(session, client, now(), state.settings.client_liveness_s)
-    return Caller(
+    caller = Caller(
         is_admin=False,
         client_id=client.id,
         federation_id=client.federation_id,
         is_dealer=client.is_dealer,
+        last_seen_at=client.last_seen_at,
     )
+    return caller, client
+
+
+def record_seen(state: AppState, caller: Caller) -> None:
+    """Mark a client caller as seen now (throttled; see :func:`touch`)."""
+    if caller.client_id is not None:
+        touch(
+            state.db, caller.client_id, caller.last_seen_at, now(), state.settings.client_liveness_s
+        )
 
 
 def require_admin(caller: Caller) -> Caller:

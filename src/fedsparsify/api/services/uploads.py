@@ -246,9 +246,9 @@ class UploadService:
         self.lifecycle = lifecycle
 
     def prepare(self, fid: str, index: int, channel: str, caller: Caller) -> UploadTicket:
-        """Check that ``caller`` may upload ``channel`` to round ``index`` now."""
-        self.lifecycle.check_deadlines(fid, index)
-        with self.state.db.session() as session:
+        """Check that ``caller`` may upload ``channel`` to round ``index`` now (read only: the
+        deadline checker, not this, closes a round whose deadline passed)."""
+        with self.state.db.read() as session:
             fed = get_federation(session, fid)
             rnd = get_round_row(session, fid, index)
             if channel not in rnd.channels:
@@ -267,6 +267,8 @@ class UploadService:
             ).first()
             if existing is None and rnd.state not in ACCEPTING:
                 raise RoundClosedError(f"round {index} is {rnd.state}: it takes no uploads")
+            if existing is None and now() >= rnd.deadline:
+                raise RoundClosedError(f"round {index} passed its deadline")
             ctx = load_public_context(self.state, fed)
             return UploadTicket(
                 federation_id=fid,
@@ -299,7 +301,7 @@ class UploadService:
         return accepted.model_copy(update={"round_state": self._state_of(ticket)})
 
     def _state_of(self, ticket: UploadTicket) -> str:
-        with self.state.db.session() as session:
+        with self.state.db.read() as session:
             return get_round_row(session, ticket.federation_id, ticket.index).state
 
     def _commit_locked(
@@ -323,7 +325,13 @@ class UploadService:
                         f"you already uploaded channel {channel!r} of round {index} (different "
                         "bytes); an upload cannot be replaced"
                     )
-                return self._accepted(ticket, staged, rnd.state, duplicate=True), False
+                # A retry after the process that stored it died before closing the round:
+                # close it now if everyone is in.
+                everyone = set(complete_uploaders(rnd, uploads)) == set(rnd.participants)
+                return (
+                    self._accepted(ticket, staged, rnd.state, duplicate=True),
+                    everyone and rnd.state in ACCEPTING,
+                )
             if rnd.state not in ACCEPTING:
                 raise RoundClosedError(f"round {index} is {rnd.state}: it takes no uploads")
             if now() >= rnd.deadline:

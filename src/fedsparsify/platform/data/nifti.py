@@ -24,6 +24,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,10 +36,15 @@ from fedsparsify.platform.data.sitedata import FederatedData, SiteData
 __all__ = [
     "PARTICIPANTS_FILE",
     "Participant",
+    "canonical_id",
+    "conform_volume",
+    "find_volumes",
     "load_nifti_federation",
     "load_nifti_site",
     "load_nifti_volume",
+    "read_nifti",
     "read_participants",
+    "read_participants_table",
 ]
 
 logger = logging.getLogger(__name__)
@@ -59,7 +65,8 @@ class Participant:
     path: Path
 
 
-def _canonical_id(raw: str) -> str:
+def canonical_id(raw: str) -> str:
+    """A participant id with BIDS's ``sub-`` prefix (added when missing)."""
     raw = raw.strip()
     return raw if raw.startswith("sub-") else f"sub-{raw}"
 
@@ -88,6 +95,11 @@ def _read_table(root: Path) -> list[dict[str, str]]:
     table = root / PARTICIPANTS_FILE
     if not table.is_file():
         raise DataError(f"{root} has no {PARTICIPANTS_FILE} (columns participant_id, age[, site])")
+    return read_participants_table(table)
+
+
+def read_participants_table(table: Path) -> list[dict[str, str]]:
+    """The rows of a tab-separated participants table with ``participant_id`` and ``age``."""
     try:
         with table.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle, delimiter="\t")
@@ -110,7 +122,7 @@ def _read_table(root: Path) -> list[dict[str, str]]:
     return rows
 
 
-def _find_volumes(root: Path) -> dict[str, list[Path]]:
+def find_volumes(root: Path) -> dict[str, list[Path]]:
     """Every NIfTI of the accepted layouts, by canonical subject id."""
     found: dict[str, list[Path]] = {}
     for entry in sorted(root.iterdir()):
@@ -120,10 +132,10 @@ def _find_volumes(root: Path) -> dict[str, list[Path]]:
             )
             for path in candidates:
                 if _is_nifti(path):
-                    found.setdefault(_canonical_id(entry.name), []).append(path)
+                    found.setdefault(canonical_id(entry.name), []).append(path)
         elif _is_nifti(entry):
             subject = _strip_suffix(entry.name).split("_", 1)[0]
-            found.setdefault(_canonical_id(subject), []).append(entry)
+            found.setdefault(canonical_id(subject), []).append(entry)
     return found
 
 
@@ -138,7 +150,7 @@ def read_participants(root: Path) -> list[Participant]:
     for row in rows:
         if not row["participant_id"]:
             raise DataError(f"{root / PARTICIPANTS_FILE} has a row with an empty participant_id")
-        pid = _canonical_id(row["participant_id"])
+        pid = canonical_id(row["participant_id"])
         if pid in ages or pid in bad_ages:
             duplicates.append(pid)
             continue
@@ -156,7 +168,7 @@ def read_participants(root: Path) -> list[Participant]:
     if bad_ages:
         raise DataError(f"{PARTICIPANTS_FILE}: non-numeric age for {_name_some(bad_ages)}")
 
-    volumes = _find_volumes(root)
+    volumes = find_volumes(root)
     no_volume = sorted(pid for pid in ages if pid not in volumes)
     no_row = sorted(f"{pid} ({volumes[pid][0].name})" for pid in volumes if pid not in ages)
     problems = []
@@ -183,21 +195,37 @@ def read_participants(root: Path) -> list[Participant]:
 
 def load_nifti_volume(path: Path, shape: Sequence[int]) -> np.ndarray:
     """Read one NIfTI, reorient to RAS+, fit to ``shape`` and z-score (float32)."""
+    return conform_volume(read_nifti(path), shape, source=path)
+
+
+def read_nifti(path: Path) -> Any:
+    """A NIfTI image (``nibabel``), its header read; :class:`DataError` if it cannot be."""
     import nibabel as nib
     from nibabel.filebasedimages import ImageFileError
 
     try:
-        image = nib.as_closest_canonical(nib.load(str(path)))
+        return nib.load(str(path))
+    except (ImageFileError, OSError, EOFError, ValueError, zlib.error) as exc:
+        raise DataError(f"cannot read NIfTI file {path}: {exc}") from exc
+
+
+def conform_volume(image: Any, shape: Sequence[int], *, source: Path) -> np.ndarray:
+    """What a model reads from ``image``: RAS+, the brain's box fitted to ``shape``, z-scored."""
+    import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
+
+    try:
+        image = nib.as_closest_canonical(image)
         data = np.asarray(image.get_fdata(dtype=np.float32))
         zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
     except (ImageFileError, OSError, EOFError, ValueError, zlib.error) as exc:
-        raise DataError(f"cannot read NIfTI file {path}: {exc}") from exc
+        raise DataError(f"cannot read NIfTI file {source}: {exc}") from exc
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
-        raise DataError(f"{path} holds a {data.ndim}-D image of shape {data.shape}; need 3-D")
+        raise DataError(f"{source} holds a {data.ndim}-D image of shape {data.shape}; need 3-D")
     if min(data.shape) < 2:
-        raise DataError(f"{path} is too small to be a volume: shape {data.shape}")
+        raise DataError(f"{source} is too small to be a volume: shape {data.shape}")
     return zscore(fit_to_shape(data, zooms, shape))
 
 

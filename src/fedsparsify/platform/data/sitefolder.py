@@ -82,10 +82,22 @@ def load_site(
         return load_nifti_site(
             path, shape=_spatial_shape(input_shape), val_fraction=val_fraction, seed=seed
         )
+    if path.is_file() and path.name.endswith((".nii", ".nii.gz")):
+        raise DataError(
+            f"{path} is one NIfTI volume; a site's data is a folder: put the volumes in "
+            f"sub-X/anat/sub-X_T1w.nii.gz and list them in {PARTICIPANTS_FILE} (participant_id, "
+            "age), then pass the folder (`fedsparsify data synth` writes an example)"
+        )
     file = path / SITE_FILE if path.is_dir() else path
     if not file.is_file():
         raise DataError(
-            f"{path} holds neither {SITE_FILE} (see save_site) nor {PARTICIPANTS_FILE} (NIfTI)"
+            f"{path} holds neither {PARTICIPANTS_FILE} with NIfTI volumes nor {SITE_FILE} "
+            "(`fedsparsify data synth` writes examples of both)"
+        )
+    if file.suffix != ".npz":
+        raise DataError(
+            f"{path} is not a site folder: pass a folder with {PARTICIPANTS_FILE} and NIfTI "
+            f"volumes, or one with {SITE_FILE}"
         )
     site = _read_npz(file)
     if input_shape is not None:
