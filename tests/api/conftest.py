@@ -125,7 +125,9 @@ class Harness:
         return state
 
     def create(self, **overrides: Any) -> Fed:
-        """Create a federation as the admin."""
+        """Create a federation as the admin (named ``test-fed-N`` unless ``name`` is given:
+        federation names are unique)."""
+        overrides.setdefault("name", f"test-fed-{len(self.feds) + 1}")
         r = self.client.post("/v1/federations", json=spec(**overrides), headers=self.admin)
         assert r.status_code == 201, r.text
         body = r.json()
@@ -352,11 +354,33 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests built on ``settings`` run on SQLite (embedded, the default); those marked
+    ``both_databases`` (the modules where the database matters: rounds, uploads, recovery,
+    liveness, federations, enrolment, attempts) also on a fresh PostgreSQL database."""
+    if "database_url" not in metafunc.fixturenames:
+        return
+    both = metafunc.definition.get_closest_marker("both_databases") is not None
+    metafunc.parametrize(
+        "database_url", ["sqlite", "postgresql"] if both else ["sqlite"], indirect=True
+    )
+
+
 @pytest.fixture
-def settings(data_dir: Path) -> Settings:
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """None (SQLite in the data directory) or the URL of a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def settings(data_dir: Path, database_url: str | None) -> Settings:
     """Settings with a known admin token and a fast deadline checker."""
     return Settings(
         data_dir=data_dir,
+        database_url=database_url,
         admin_token=ADMIN_TOKEN,
         deadline_check_interval_s=0.05,
         max_envelope_bytes=1 << 20,

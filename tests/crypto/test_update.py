@@ -16,6 +16,7 @@ from fedsparsify.crypto import (
     add_updates,
     decrypt_sum,
     encrypt_update,
+    read_update,
 )
 from fedsparsify.errors import (
     ConfigError,
@@ -133,11 +134,15 @@ def test_running_sum_equals_one_pass_sum(lean: SecretContext) -> None:
     assert h1.contributors == ("c0", "c1", "c2")
 
 
-def test_an_aggregate_is_full_size(lean: SecretContext) -> None:
-    up = stream(lean, values(4096), weight=1.0)
+def test_an_aggregate_is_served_seeded(lean: SecretContext) -> None:
+    """A sum of K seeded uploads is c0 plus K seed records per frame: 65 bytes more per
+    frame and contributor than one upload, not a second polynomial."""
+    ups = [stream(lean, values(4096 * 2, seed=k), weight=0.25) for k in range(4)]
     out = io.BytesIO()
-    add_updates(lean.public(), [io.BytesIO(up)], out)
-    assert 1.8 < len(out.getvalue()) / len(up) < 2.2  # sums are not seeded
+    header = add_updates(lean.public(), [io.BytesIO(u) for u in ups], out)
+    assert (header.payload, header.seeds) == ("packed", 4)
+    frames = read_update(io.BytesIO(out.getvalue()), expect_kind=None)[1]
+    assert [len(f) for f in frames] == [4096 * 5 + 4 * 65] * 2
 
 
 def test_seeded_uploads_are_half_the_public_key_size(

@@ -11,7 +11,10 @@ round, pairwise-masked).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +36,10 @@ __all__ = [
     "LiveServer",
     "Member",
     "Site",
+    "UploadInBackground",
     "expected_average",
+    "temporaries",
+    "wait_for",
 ]
 
 ADMIN_TOKEN = "fsa_reliability-admin"
@@ -45,10 +51,23 @@ MASK = "d" * 64
 
 
 class LiveServer:
-    """``fedsparsify serve`` on a fixed loopback port and data directory; kill -9 and restart."""
+    """``fedsparsify serve`` on a fixed loopback port and data directory; kill -9 and restart.
 
-    def __init__(self, root: Path, *, env: dict[str, str] | None = None) -> None:
-        self.data_dir = root / "data"
+    With ``database_url`` (PostgreSQL) several may share one ``data_dir``: give each a ``name``.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        env: dict[str, str] | None = None,
+        database_url: str | None = None,
+        data_dir: Path | None = None,
+        name: str = "aggregator",
+    ) -> None:
+        self.data_dir = data_dir or root / "data"
+        self.database_url = database_url
+        self.log_path = root / f"{name}.log"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {"FEDSPARSIFY_DEADLINE_CHECK_INTERVAL_S": "0.1", **(env or {})}
@@ -58,7 +77,12 @@ class LiveServer:
     def _start(self) -> AggregatorProcess:
         self.starts += 1
         return start_aggregator(
-            self.data_dir, admin_token=ADMIN_TOKEN, port=self.port, extra_env=self.env
+            self.data_dir,
+            admin_token=ADMIN_TOKEN,
+            port=self.port,
+            extra_env=self.env,
+            database_url=self.database_url,
+            log_path=self.log_path,
         )
 
     @property
@@ -116,7 +140,8 @@ class Federation:
         site opens its envelope, round 0 opens."""
         samples = tuple(samples)
         body = {
-            "name": "reliability",
+            "name": f"reliability-{secrets.token_hex(4)}",  # names are unique per server
+            "rounds": 2,
             "min_clients": len(samples),
             "quorum": max(1, len(samples) - 1),
             "round_timeout_s": 600,
@@ -191,3 +216,63 @@ class Federation:
         """Download round ``index``'s encrypted sum, decrypt it, divide by its weight."""
         with self.harness(server) as h:
             return h.decrypted_average(self._fed(), site, index)
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.0005) -> bool:
+    stop = time.monotonic() + timeout_s
+    while time.monotonic() < stop:
+        if condition():
+            return True
+        time.sleep(poll_s)
+    return False
+
+
+def temporaries(server: LiveServer, prefix: str) -> list[str]:
+    """Names of temporary files (of any process) that start with ``prefix``."""
+    tmp = server.data_dir / "blobs" / "tmp"
+    return [p.name for p in tmp.rglob("*") if p.is_file() and p.name.startswith(prefix)]
+
+
+class UploadInBackground:
+    """An upload on its own thread; its body may pause halfway until told to go on."""
+
+    def __init__(
+        self,
+        fed: Federation,
+        server: LiveServer,
+        site_index: int,
+        index: int,
+        body: bytes,
+        *,
+        pause_halfway: bool = False,
+    ) -> None:
+        self.half_sent = threading.Event()
+        self.resume = threading.Event()
+        self.outcome: int | str = "pending"
+        self.body = body
+        self.pause = pause_halfway
+        site = fed.sites[site_index]
+        self.thread = threading.Thread(
+            target=self._run, args=(fed, server, site, index), daemon=True
+        )
+        self.thread.start()
+
+    def _chunks(self) -> Iterator[bytes]:
+        half = len(self.body) // 2
+        for start in range(0, half, 1 << 16):
+            yield self.body[start : min(start + (1 << 16), half)]
+        self.half_sent.set()
+        self.resume.wait(60)
+        yield self.body[half:]
+
+    def _run(self, fed: Federation, server: LiveServer, site: Member, index: int) -> None:
+        content = self._chunks() if self.pause else self.body
+        try:
+            self.outcome = fed.upload(server, site, index, content).status_code
+        except httpx.TransportError as exc:
+            self.outcome = type(exc).__name__
+
+    def join(self) -> int | str:
+        self.resume.set()
+        self.thread.join(60)
+        return self.outcome

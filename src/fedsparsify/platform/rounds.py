@@ -19,7 +19,6 @@ Methods:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from fedsparsify.platform.pruning import (
 from fedsparsify.platform.round_rules import round_to_grid, round_weights
 from fedsparsify.platform.schedules import target_sparsity
 from fedsparsify.platform.spec import FederationSpec, Method
+from fedsparsify.platform.spec_compat import matches_saved_digest, spec_digest
 from fedsparsify.platform.training import evaluate, train_local
 
 __all__ = [
@@ -68,7 +68,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-_STATE_VERSION = 1
+#: Version of :meth:`Site.state_dict`: 2 ties it to :func:`spec_digest`; 1 (release 0.1) to the
+#: legacy digest, still read (see :mod:`fedsparsify.platform.spec_compat`).
+_STATE_VERSION = 2
+_READABLE_STATE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -260,11 +263,6 @@ def check_compatible(spec: FederationSpec, data: SiteData) -> None:
         raise ConfigError(f"site {data.name!r} inputs have shape {have}, model expects {want}")
 
 
-def spec_digest(spec: FederationSpec) -> str:
-    """SHA-256 hex of the spec's JSON: what a saved site state is bound to."""
-    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
-
-
 def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -443,9 +441,12 @@ class Site:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from :meth:`state_dict`'s output (same spec required)."""
-        if state.get("version") != _STATE_VERSION:
-            raise PlatformError(f"unsupported site state version {state.get('version')!r}")
-        if state.get("spec_digest") != spec_digest(self.spec):
+        if state.get("version") not in _READABLE_STATE_VERSIONS:
+            raise PlatformError(
+                f"unsupported site state version {state.get('version')!r} (this release reads "
+                f"{', '.join(map(str, _READABLE_STATE_VERSIONS))})"
+            )
+        if not matches_saved_digest(self.spec, state.get("spec_digest")):
             raise ConfigError("site state was saved under another federation spec")
         mask = unpack_mask(state["mask"], prunable_shapes(self._model))
         try:
