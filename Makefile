@@ -6,13 +6,14 @@ STAMP := $(VENV)/.installed
 # The dashboard's browser tests drive Debian's Chromium (never a browser Playwright downloads).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test test-all bench bench-accuracy bench-latency bench-simulate bench-quick lint format clean reliability
+.PHONY: demo test test-all bench bench-secaggplus bench-accuracy bench-privacy bench-latency bench-simulate bench-quick lint format clean reliability
 
 $(STAMP): requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps $$($(PY) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['bench']))")
 	touch $(STAMP)
 
 $(CHROMIUM):
@@ -38,8 +39,15 @@ test-all: lint $(CHROMIUM)
 bench: $(STAMP)
 	$(PY) benchmarks/crypto_costs.py --json benchmarks/results/crypto_costs.json
 
+# Ours (pairwise-masked lean CKKS) next to Flower's SecAgg+ (the bench extra).
+bench-secaggplus: $(STAMP)
+	$(VENV)/bin/fedsparsify bench crypto --secaggplus --json benchmarks/results/secaggplus.json
+
 bench-accuracy: $(STAMP)
-	$(PY) benchmarks/accuracy.py
+	$(PY) benchmarks/accuracy.py --jobs 2 --resume
+
+bench-privacy: $(STAMP)
+	$(VENV)/bin/fedsparsify bench privacy --resume
 
 bench-latency: $(STAMP)
 	$(PY) benchmarks/latency.py --out benchmarks/results

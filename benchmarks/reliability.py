@@ -3,10 +3,14 @@
 Runs every test of ``tests/security`` (the bad-input battery, the secrets scan, TLS) and of
 ``tests/reliability`` (slow ones included: fuzzing with many examples, the
 aggregator killed with SIGKILL three times, a site process killed and restarted, one of five
-sites vanishing, 32 concurrent full-size BrainAge uploads) and writes what they measured to
-``benchmarks/results/reliability.json``: fuzz cases and answers by status class, faults and their
-outcomes, concurrent clients, aggregator RSS peak and trend, uploads lost, and whether the
-disturbed run equals the undisturbed one; and the security tests passed and failed, per file.
+sites vanishing, 32 concurrent full-size BrainAge uploads; the live-server ones on SQLite and on
+PostgreSQL; the HTTP edge's abuse cases: huge and stalled bodies, slow heads, a small
+file-descriptor limit, lost answers retried; three aggregator processes on one PostgreSQL with
+kills and a restart) and writes what they measured to ``benchmarks/results/reliability.json``:
+fuzz cases and answers by status class, faults and their outcomes, concurrent clients,
+aggregator RSS peak and trend, uploads lost, and whether the disturbed run equals the
+undisturbed one; the edge's figures; the replicas run; and the security tests passed and
+failed, per file.
 
     .venv/bin/python benchmarks/reliability.py            # everything (a few minutes)
     .venv/bin/python benchmarks/reliability.py --quick    # the fast part only (`make test`'s)
@@ -52,6 +56,12 @@ def summarise(records: list[dict[str, Any]], exit_code: int, seconds: float) -> 
     faults = [f for r in records if r["kind"] == "faults" for f in r["injected"]]
     equal = [r for r in records if r["kind"] == "faults" and "equal_to_undisturbed" in r]
     load = [r for r in records if r["kind"] == "load"]
+    replicas = [r for r in records if r["kind"] == "replicas"]
+    edge = {
+        r["item"]: {k: v for k, v in r.items() if k not in ("kind", "item")}
+        for r in records
+        if r["kind"] == "edge"
+    }
     by_class: dict[str, int] = {}
     for r in fuzz:
         for k, v in r["responses_by_status_class"].items():
@@ -82,6 +92,12 @@ def summarise(records: list[dict[str, Any]], exit_code: int, seconds: float) -> 
             "runs": load,
         },
         "uploads_lost": sum(r["lost"] for r in load),
+        "replicas": {
+            "runs": replicas,
+            "faults": sum(len(r["faults"]) for r in replicas),
+            "five_xx": sum(r["five_xx"] for r in replicas),
+        },
+        "edge": edge,
     }
 
 
@@ -122,7 +138,7 @@ def main() -> int:
     report["security_tests"] = security
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
-    details = ("fuzz", "load", "faults", "security_tests")
+    details = ("fuzz", "load", "faults", "security_tests", "replicas", "edge")
     print(json.dumps({k: v for k, v in report.items() if k not in details}))
     print(f"report: {args.json}")
     return code

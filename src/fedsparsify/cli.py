@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fedsparsify import __version__
+from fedsparsify.cli_db import db_app
 
 if TYPE_CHECKING:
     from fedsparsify.clients.rest import AggregatorClient
@@ -56,7 +57,17 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     data_dir: Annotated[
         Path | None,
-        typer.Option(help="database and ciphertext blobs (default: $FEDSPARSIFY_DATA_DIR)"),
+        typer.Option(
+            help="ciphertext blobs, and the SQLite database by default (default: "
+            "$FEDSPARSIFY_DATA_DIR); with PostgreSQL, a directory every process mounts"
+        ),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="postgresql+psycopg://user:password@host/db to run several processes on one "
+            "database (default: $FEDSPARSIFY_DATABASE_URL, else SQLite in --data-dir)"
+        ),
     ] = None,
     log_level: LogLevelOpt = LogLevel.info,
     tls_cert: Annotated[
@@ -73,23 +84,31 @@ def serve(
         ),
     ] = 5,
 ) -> None:
-    """Run the aggregator (REST API; OpenAPI at /docs). Other settings: FEDSPARSIFY_* env."""
-    import uvicorn
+    """Run the aggregator (REST API; OpenAPI at /docs). Other settings: FEDSPARSIFY_* env,
+    among them the HTTP edge's limits (body sizes, timeouts, connections; see the README).
 
-    from fedsparsify.api import Settings, create_app
+    SQLite (default): one process per data directory; a second one exits at once, naming the
+    first. PostgreSQL: start as many as you like on one database and one shared --data-dir.
+    Refuses a database whose schema is older than this release (run `fedsparsify db upgrade`);
+    an empty database is created at the newest schema."""
+    from fedsparsify.api import Settings
+    from fedsparsify.api.server import serve as run_server
+    from fedsparsify.errors import FedsparsifyError
 
     check_tls_files(tls_cert, tls_key)
-    _configure_logging(log_level)
-    settings = Settings(data_dir=data_dir) if data_dir is not None else Settings()
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level=log_level.value,
-        ssl_certfile=str(tls_cert) if tls_cert else None,
-        ssl_keyfile=str(tls_key) if tls_key else None,
-        timeout_graceful_shutdown=max(1, shutdown_timeout_s),
-    )
+    settings = Settings.from_options(data_dir=data_dir, database_url=database_url)
+    try:
+        run_server(
+            settings,
+            host=host,
+            port=port,
+            log_level=log_level.value,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            shutdown_timeout_s=shutdown_timeout_s,
+        )
+    except FedsparsifyError as exc:
+        raise _fail(exc) from exc
 
 
 def check_tls_files(cert: Path | None, key: Path | None) -> None:
@@ -383,6 +402,14 @@ def client(
             "(for trying things out: the aggregator could then read your updates)",
         ),
     ] = False,
+    crypto_workers: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="encrypt and decrypt large updates in this many worker processes (0: off; "
+            "`fedsparsify bench pool` shows when it pays)",
+        ),
+    ] = 0,
     log_level: LogLevelOpt = LogLevel.info,
 ) -> None:
     """Join a federation as a site and take part in every round until it completes."""
@@ -413,6 +440,7 @@ def client(
             verify=str(ca) if ca else True,
             peers=peers,
             trust_aggregator_roster=trust_aggregator_roster,
+            crypto_workers=crypto_workers,
         )
         runtime.run()
     except (TrustError, EnvelopeError) as exc:
@@ -784,6 +812,9 @@ def simulate(
     console.print(Markdown(summary_table(result, parsed)))
     typer.echo(f"report: {report}")
 
+# -- database -------------------------------------------------------------------------------
+
+app.add_typer(db_app, name="db")
 
 # -- benchmarks -------------------------------------------------------------------------------
 
@@ -813,8 +844,13 @@ def _split(value: str | None) -> list[str] | None:
 def bench_crypto(
     quick: Annotated[bool, typer.Option(help="100k values (CI)")] = False,
     full: Annotated[bool, typer.Option(help="3M values")] = False,
+    brainage: Annotated[
+        bool, typer.Option(help="BrainAge's 2,948,801 values (4 clients unless --clients)")
+    ] = False,
     n_total: Annotated[int | None, typer.Option(min=1, help="any other model size")] = None,
-    clients: Annotated[int, typer.Option(min=1, help="clients in the sum")] = 10,
+    clients: Annotated[
+        int | None, typer.Option(min=1, help="clients in the sum (10; --brainage: 4)")
+    ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="write the rows to this JSON file")
     ] = None,
@@ -825,23 +861,78 @@ def bench_crypto(
         str | None, typer.Option(help="comma-separated preset names (default: all)")
     ] = None,
     seed: Annotated[int, typer.Option(help="seed of the values")] = 0,
+    secaggplus: Annotated[
+        bool,
+        typer.Option(
+            help="instead: ours (pairwise-masked lean CKKS) next to Flower's SecAgg+ at 1M and "
+            "2,948,801 values, 4 and 16 sites (needs the bench extra; skipped with a message)"
+        ),
+    ] = False,
 ) -> None:
     """What sparse CKKS updates cost per preset and sparsity, without a network."""
     from fedsparsify.bench.crypto_costs import main as crypto_main
 
-    if sum((quick, full, n_total is not None)) > 1:
-        raise typer.BadParameter("choose one of --quick, --full, --n-total", param_hint="--quick")
+    if sum((quick, full, brainage, n_total is not None)) > 1:
+        raise typer.BadParameter(
+            "choose one of --quick, --full, --brainage, --n-total", param_hint="--quick"
+        )
     argv = _flag_args(
         quick=quick,
         full=full,
+        brainage=brainage,
         n_total=n_total,
         clients=clients,
         json=json_out,
         candidates=candidates,
         only=only,
         seed=seed,
+        secaggplus=secaggplus,
     )
     raise typer.Exit(crypto_main(argv))
+
+
+@bench_app.command("pool")
+def bench_pool(
+    workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 2,
+    repeats: Annotated[int, typer.Option(min=1, help="runs per size (median)")] = 3,
+    quick: Annotated[bool, typer.Option(help="1 and 4 frames only (CI)")] = False,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write the rows to this JSON file")
+    ] = None,
+) -> None:
+    """When encrypting and decrypting frames in worker processes pays, on this machine."""
+    from fedsparsify.bench.pool import main as pool_main
+
+    argv = _flag_args(workers=workers, repeats=repeats, quick=quick, json=json_out)
+    raise typer.Exit(pool_main(argv))
+
+
+@bench_app.command("masking")
+def bench_masking(
+    participants: Annotated[str, typer.Option(help="comma-separated participant counts")] = (
+        "4,16,100"
+    ),
+    workload: Annotated[str, typer.Option(help="brainage, vec1m or vec100k")] = "brainage",
+    sparsity: Annotated[float, typer.Option(min=0.0, max=0.999)] = 0.95,
+    repeats: Annotated[int, typer.Option(min=1, help="runs per row (median)")] = 3,
+    quick: Annotated[bool, typer.Option(help="vec100k, 4 and 16 participants (CI)")] = False,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write rows and provenance to this JSON file")
+    ] = None,
+) -> None:
+    """What the pairwise masks cost a site per round (expansion, encryption), and the sum's
+    error against the result grid."""
+    from fedsparsify.bench.masking import main as masking_main
+
+    argv = _flag_args(
+        participants=participants,
+        workload=workload,
+        sparsity=sparsity,
+        repeats=repeats,
+        quick=quick,
+        json=json_out,
+    )
+    raise typer.Exit(masking_main(argv))
 
 
 @bench_app.command("accuracy")
@@ -855,12 +946,22 @@ def bench_accuracy(
     methods: Annotated[
         str | None, typer.Option(help="comma-separated methods (default: all five)")
     ] = None,
-    seed: Annotated[int, typer.Option(help="data and model seed")] = 0,
+    seeds: Annotated[
+        str | None, typer.Option(help="comma-separated data and model seeds (default 0,1,2)")
+    ] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="brain-age volume cache")] = None,
-    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads")] = 1,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads per job")] = 1,
+    jobs: Annotated[int, typer.Option(min=1, help="federations run in parallel")] = 1,
+    resume: Annotated[
+        bool, typer.Option(help="store each finished run and reuse stored runs of the same setup")
+    ] = False,
+    stored_only: Annotated[
+        bool, typer.Option(help="report the stored runs only, run nothing (lists the missing)")
+    ] = False,
     device: Annotated[str | None, typer.Option(help="e.g. cuda (default: CPU)")] = None,
 ) -> None:
-    """FedAvg against FedSparsify and its baselines at target sparsities, in process."""
+    """FedAvg against FedSparsify and its baselines at target sparsities over seeds (mean ± std
+    of each run's last-5-round test metric), in process."""
     from fedsparsify.bench.accuracy import main as accuracy_main
 
     argv = _flag_args(
@@ -869,12 +970,77 @@ def bench_accuracy(
         datasets=_split(datasets),
         targets=_split(targets),
         methods=_split(methods),
-        seed=seed,
+        seeds=_split(seeds),
         cache_dir=cache_dir,
         threads=threads,
+        jobs=jobs,
+        resume=resume,
+        stored_only=stored_only,
         device=device,
     )
     raise typer.Exit(accuracy_main(argv))
+
+
+@bench_app.command("privacy")
+def bench_privacy(
+    quick: Annotated[bool, typer.Option(help="tiny federation, 2 seeds (CI)")] = False,
+    out: Annotated[Path | None, typer.Option(help="folder for privacy.json")] = None,
+    seeds: Annotated[str | None, typer.Option(help="comma-separated seeds (default 0,1,2)")] = None,
+    references: Annotated[
+        int | None, typer.Option(min=1, help="reference federations of the calibrated attack")
+    ] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="brain-age volume cache")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads")] = 1,
+    resume: Annotated[
+        bool, typer.Option(help="store finished references and targets and reuse them")
+    ] = False,
+) -> None:
+    """Membership inference against the final brain-age models (FedAvg, FedSparsify 0.9 and
+    0.95) and against what the aggregator stores."""
+    from fedsparsify.bench.privacy import main as privacy_main
+
+    argv = _flag_args(
+        quick=quick,
+        out=out,
+        seeds=_split(seeds),
+        references=references,
+        cache_dir=cache_dir,
+        threads=threads,
+        resume=resume,
+    )
+    raise typer.Exit(privacy_main(argv))
+
+
+@bench_app.command("replicas")
+def bench_replicas(
+    quick: Annotated[bool, typer.Option(help="8 sites, 20k values, 1 round (CI)")] = False,
+    sites: Annotated[int | None, typer.Option(min=1, help="concurrent sites (32)")] = None,
+    values: Annotated[int | None, typer.Option(min=1, help="values per update (100,000)")] = None,
+    rounds: Annotated[int | None, typer.Option(min=1, help="rounds per setup (3)")] = None,
+    processes: Annotated[
+        str, typer.Option(help="PostgreSQL process counts (comma-separated)")
+    ] = "1,2,3",
+    no_sqlite: Annotated[bool, typer.Option(help="skip the SQLite row")] = False,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write the result to this JSON file")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed of the values")] = 0,
+) -> None:
+    """Upload throughput and latency of concurrent sites on 1, 2 and 3 aggregator processes on
+    PostgreSQL against one on SQLite."""
+    from fedsparsify.bench.replicas import main as replicas_main
+
+    argv = _flag_args(
+        quick=quick,
+        sites=sites,
+        values=values,
+        rounds=rounds,
+        processes=processes,
+        no_sqlite=no_sqlite,
+        json=json_out,
+        seed=seed,
+    )
+    raise typer.Exit(replicas_main(argv))
 
 
 @bench_app.command("simulate")
@@ -916,7 +1082,9 @@ def bench_latency(
     workloads: Annotated[
         str | None, typer.Option(help="comma-separated: brainage, vec1m, vec10m, vec100k")
     ] = None,
-    clients: Annotated[int | None, typer.Option(help="site processes (default 2)")] = None,
+    clients: Annotated[
+        int | None, typer.Option(help="site processes (default 4; --quick: 2)")
+    ] = None,
     rounds: Annotated[int | None, typer.Option(help="rounds per row (default 3)")] = None,
     scaling_clients: Annotated[
         str | None, typer.Option(help="comma-separated client counts; '' skips")

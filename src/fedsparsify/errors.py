@@ -40,6 +40,7 @@ client translates a response's ``code`` back into the same class with :func:`err
     │   ├── ConflictError                 conflict         409  state forbids it (duplicate, closed)
     │   │   └── RoundClosedError          round_closed     409  the round no longer takes uploads
     │   ├── PayloadTooLargeError          payload_too_large 413
+    │   ├── RequestTimeoutError           request_timeout  408  the client stalled while sending
     │   └── UnavailableError              unavailable      503  try again later
     └── TransportError                    transport_error  ---  client side: the server could not
                                                                be reached or answered nonsense
@@ -68,6 +69,7 @@ __all__ = [
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "PlatformError",
+    "RequestTimeoutError",
     "RoundClosedError",
     "RoundMismatchError",
     "SecretKeyRequiredError",
@@ -267,6 +269,13 @@ class PayloadTooLargeError(ServiceError):
 
     code = "payload_too_large"
     http_status = 413
+
+
+class RequestTimeoutError(ServiceError):
+    """The client sent its request too slowly (a stalled or trickling body)."""
+
+    code = "request_timeout"
+    http_status = 408
 
 
 class UnavailableError(ServiceError):

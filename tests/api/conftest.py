@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,10 +24,11 @@ from fedsparsify.crypto import (
     SecretContext,
     SiteIdentity,
     create_secret_context,
+    decrypt_sum,
     open_envelope,
     seal_envelope,
 )
-from tests.sites import encrypt_for, registration
+from tests.sites import Site, encrypt_for, registration
 
 # Starlette suggests another HTTP library for its TestClient; httpx is the one this project uses.
 warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
@@ -45,31 +47,15 @@ def bearer(token: str) -> dict[str, str]:
 
 
 @dataclass
-class Member:
-    """A registered client as a test holds it."""
+class Member(Site):
+    """A registered client as a test holds it: a :class:`tests.sites.Site` of a federation."""
 
-    id: str
-    name: str
-    token: str
-    num_samples: int
-    is_dealer: bool
-    identity: SiteIdentity
     federation_id: str = ""
 
     @property
-    def auth(self) -> dict[str, str]:
-        """Its bearer header."""
-        return bearer(self.token)
-
-    @property
-    def private_key(self) -> bytes:
-        """Its X25519 envelope private key."""
-        return self.identity.envelope_private
-
-    @property
-    def public_key(self) -> bytes:
-        """Its X25519 envelope public key."""
-        return self.identity.public().envelope_key
+    def id(self) -> str:
+        """Its client id."""
+        return self.client_id
 
 
 @dataclass
@@ -115,9 +101,12 @@ class Harness:
         app: FastAPI | None,
         key_set: SecretContext,
         feds: dict[str, Fed] | None = None,
+        *,
+        admin_token: str = ADMIN_TOKEN,
     ) -> None:
         self.client = client
         self._app = app
+        self.admin = bearer(admin_token)
         self.key_set = key_set
         #: Federations this harness (or the one before a restart) created, by id.
         self.feds: dict[str, Fed] = feds if feds is not None else {}
@@ -136,8 +125,10 @@ class Harness:
         return state
 
     def create(self, **overrides: Any) -> Fed:
-        """Create a federation as the admin."""
-        r = self.client.post("/v1/federations", json=spec(**overrides), headers=ADMIN)
+        """Create a federation as the admin (named ``test-fed-N`` unless ``name`` is given:
+        federation names are unique)."""
+        overrides.setdefault("name", f"test-fed-{len(self.feds) + 1}")
+        r = self.client.post("/v1/federations", json=spec(**overrides), headers=self.admin)
         assert r.status_code == 201, r.text
         body = r.json()
         fed = Fed(id=body["id"], enrollment_token=body["enrollment_token"])
@@ -155,21 +146,23 @@ class Harness:
         assert r.status_code == 201, r.text
         body = r.json()
         member = Member(
-            id=body["client_id"],
             name=name,
-            token=body["token"],
             num_samples=num_samples,
-            is_dealer=body["is_dealer"],
             identity=identity,
+            client_id=body["client_id"],
+            token=body["token"],
+            is_dealer=body["is_dealer"],
             federation_id=fed.id,
         )
         fed.members.append(member)
         return member
 
     def distribute_keys(self, fed: Fed, key_set: SecretContext | None = None) -> None:
-        """The dealer uploads the public context and seals an envelope for every other member."""
+        """The dealer uploads the public context and seals an envelope for every other member
+        (the dealer then holds ``key_set``; the others open theirs with :meth:`open_keys`)."""
         key_set = key_set or self.key_set
         dealer = next(m for m in fed.members if m.is_dealer)
+        dealer.key_set = key_set
         r = self.client.put(
             fed.path("/keys/context"), content=key_set.public_bytes(), headers=dealer.auth
         )
@@ -205,13 +198,44 @@ class Harness:
             self.register(fed, f"site-{i}", n)
         self.distribute_keys(fed, key_set)
         if open_round:
-            r = self.client.post(fed.path("/rounds"), headers=ADMIN)
+            r = self.client.post(fed.path("/rounds"), headers=self.admin)
             assert r.status_code == 201, r.text
         return fed
 
+    def open_keys(self, fed: Fed) -> None:
+        """Every other member downloads its envelope and opens it (checking the dealer's
+        signature and the key-set digest): each member then holds its own key set."""
+        for m in fed.members:
+            if not m.is_dealer:
+                m.key_set = self.secret_of(fed, m)
+
+    def wait_state(
+        self, fed: Fed, index: int, states: tuple[str, ...], timeout_s: float = 60
+    ) -> dict[str, Any]:
+        """Poll until round ``index`` is in one of ``states``."""
+        stop = time.monotonic() + timeout_s
+        while True:
+            rnd = self.round(fed, index)
+            if rnd["state"] in states:
+                return rnd
+            assert time.monotonic() < stop, f"round {index} still {rnd['state']}"
+            time.sleep(0.05)
+
+    def decrypted_average(
+        self, fed: Fed, member: Member, index: int, channel: str = "values"
+    ) -> tuple[set[str], np.ndarray]:
+        """Stream round ``index``'s encrypted sum down as ``member``, decrypt it with the
+        member's own key set and divide by its weight: (contributors, average)."""
+        key_set = member.key_set or self.secret_of(fed, member)
+        path = fed.path(f"/rounds/{index}/aggregate/{channel}")
+        with self.client.stream("GET", path, headers=member.auth) as r:
+            assert r.status_code == 200, r.read()
+            header, total = decrypt_sum(key_set, r.iter_bytes())
+        return set(header.contributors), total / header.weight
+
     def round(self, fed: Fed, index: int | str = "current") -> dict[str, Any]:
         """A round's status as the admin sees it."""
-        r = self.client.get(fed.path(f"/rounds/{index}"), headers=ADMIN)
+        r = self.client.get(fed.path(f"/rounds/{index}"), headers=self.admin)
         assert r.status_code == 200, r.text
         body: dict[str, Any] = r.json()
         return body
@@ -330,11 +354,33 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests built on ``settings`` run on SQLite (embedded, the default); those marked
+    ``both_databases`` (the modules where the database matters: rounds, uploads, recovery,
+    liveness, federations, enrolment, attempts) also on a fresh PostgreSQL database."""
+    if "database_url" not in metafunc.fixturenames:
+        return
+    both = metafunc.definition.get_closest_marker("both_databases") is not None
+    metafunc.parametrize(
+        "database_url", ["sqlite", "postgresql"] if both else ["sqlite"], indirect=True
+    )
+
+
 @pytest.fixture
-def settings(data_dir: Path) -> Settings:
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """None (SQLite in the data directory) or the URL of a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def settings(data_dir: Path, database_url: str | None) -> Settings:
     """Settings with a known admin token and a fast deadline checker."""
     return Settings(
         data_dir=data_dir,
+        database_url=database_url,
         admin_token=ADMIN_TOKEN,
         deadline_check_interval_s=0.05,
         max_envelope_bytes=1 << 20,

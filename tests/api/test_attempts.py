@@ -7,10 +7,13 @@ import io
 from typing import Any
 
 import numpy as np
+import pytest
 
 from fedsparsify.crypto import decrypt_sum
 from tests.api.conftest import MASK, Fed, Harness, Member, vectors
 from tests.sites import encrypt_for
+
+pytestmark = pytest.mark.both_databases
 
 
 def made_for(h: Harness, fed: Fed, status: dict[str, Any], m: Member, v: np.ndarray) -> bytes:

@@ -18,6 +18,7 @@ from fedsparsify.api.db import ClientRow, DashboardSessionRow
 from fedsparsify.api.routes.deps import SESSION_COOKIE
 from fedsparsify.api.services.sessions import MAX_SESSIONS_PER_TOKEN
 from tests.api.conftest import ADMIN, ADMIN_TOKEN, Harness, bearer
+from tests.cli import run_cli
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "release-0.1"
 FORM = "application/x-www-form-urlencoded"
@@ -346,10 +347,11 @@ def test_a_removed_members_open_session_ends(h: Harness) -> None:
 
 
 def test_release_0_1_data_is_shown(tmp_path: Path) -> None:
-    """A data directory written by release 0.1 gains the sessions table and is shown: the admin
-    and a site of its completed federation sign in and read it."""
+    """A data directory written by release 0.1, after `fedsparsify db upgrade`, has the sessions
+    table and is shown: the admin and a site of its completed federation sign in and read it."""
     data = tmp_path / "aggregator"
     shutil.copytree(FIXTURE / "aggregator", data)
+    run_cli("db", "upgrade", "--data-dir", str(data))
     ids = json.loads((FIXTURE / "ids.json").read_text())
     site = json.loads((FIXTURE / "site" / "credentials.json").read_text())
     app = create_app(Settings(data_dir=data, admin_token=ids["admin_token"]))

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import update
 
 from fedsparsify.api.db import FederationRow
 from fedsparsify.crypto import SiteIdentity
 from tests.api.conftest import ADMIN, Fed, Harness, vectors
 from tests.sites import registration
+
+pytestmark = pytest.mark.both_databases
 
 
 def register(h: Harness, fed: Fed, name: str, n: int = 5, token: str | None = None) -> Any:

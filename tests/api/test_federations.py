@@ -10,6 +10,8 @@ from fedsparsify.crypto import PublicIdentity, SiteIdentity, create_secret_conte
 from tests.api.conftest import ADMIN, Harness, spec, vectors
 from tests.sites import registration
 
+pytestmark = pytest.mark.both_databases
+
 
 def test_create_list_get(h: Harness) -> None:
     r = h.client.post("/v1/federations", json=spec(name="brain"), headers=ADMIN)

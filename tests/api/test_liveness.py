@@ -7,7 +7,6 @@ sleeping; one test runs on the real clock with a tiny liveness window.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -16,10 +15,12 @@ import pytest
 from sqlalchemy import update
 
 from fedsparsify.api import Settings, create_app
-from fedsparsify.api.db import ClientRow, add_missing_columns, now
+from fedsparsify.api.db import ClientRow, now
 from fedsparsify.api.services import liveness
 from fedsparsify.crypto import SecretContext, create_secret_context
 from tests.api.conftest import ADMIN, ADMIN_TOKEN, Fed, Harness, Member, TestClient, vectors
+
+pytestmark = pytest.mark.both_databases
 
 #: The default liveness window (Settings.client_liveness_s) is 30 s; this is well past it.
 LONG_AGO = 3600.0
@@ -216,23 +217,3 @@ def test_tiny_window_on_the_real_clock(data_dir: Path, key_set: SecretContext) -
         assert current["index"] == 1
         assert h.round(fed, 0)["state"] == "closed"
         assert current["participants"] == [a.id, b.id]
-
-
-def test_old_database_gets_the_column(settings: Settings, key_set: SecretContext) -> None:
-    """A data directory written before ``last_seen_at`` existed: the column is added at start."""
-    app = create_app(settings)
-    with TestClient(app) as client:
-        h = Harness(client, app, key_set)
-        fed = h.create()
-        m = h.register(fed, "site", 5)
-    db_file = settings.data_dir / "fedsparsify.db"
-    with sqlite3.connect(db_file) as conn:
-        conn.execute("ALTER TABLE clients DROP COLUMN last_seen_at")
-    app = create_app(settings)
-    with TestClient(app) as client:
-        h = Harness(client, app, key_set)
-        seen = view(h, fed)[m.id]
-        assert seen["last_seen_at"] is None and seen["active"] is True
-        assert client.get(fed.path(), headers=m.auth).status_code == 200
-        assert view(h, fed)[m.id]["last_seen_at"] is not None
-        assert add_missing_columns(h.state.db.engine) == []  # idempotent

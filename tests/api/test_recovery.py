@@ -16,6 +16,8 @@ from fedsparsify.api.services.round_store import read_header, sum_key, upload_ke
 from fedsparsify.crypto import PublicContext, SecretContext, add_updates, decrypt_sum
 from tests.api.conftest import Fed, Harness, vectors
 
+pytestmark = pytest.mark.both_databases
+
 ATOL = 1e-6
 
 
@@ -82,14 +84,19 @@ def test_restart_discards_leftovers_and_rebuilds_a_stale_sum(
     source = blobs.path(upload_key(fed.id, 0, "values", a.id))
     with source.open("rb") as src, blobs.path(sum_key(fed.id, 0, "values")).open("wb") as out:
         add_updates(public, [src], out)
-    # A half-written temporary file and an upload file the database never recorded.
-    (blobs.tmp_dir / "upload-values.deadbeef.tmp").write_bytes(b"FSUP partial")
+    # Half-written temporary files (of a dead process, and one left by release 0.1 directly in
+    # tmp/) and an upload file the database never recorded.
+    dead = blobs.tmp_root / "deadhost-4242-00000000"
+    dead.mkdir()
+    (dead / "upload-values.deadbeef.tmp").write_bytes(b"FSUP partial")
+    (blobs.tmp_root / "upload-values.0badf00d.tmp").write_bytes(b"FSUP partial")
     orphan = blobs.path(upload_key(fed.id, 0, "values", c.id))
     orphan.write_bytes(h.encrypt(c, values[2], 30 / 60))
     client.__exit__(None, None, None)
     client2, h2 = restart(settings, key_set)
     try:
-        assert list(blobs.tmp_dir.iterdir()) == []
+        assert h2.state.blobs.temporary_files() == []
+        assert not dead.exists()
         assert not orphan.exists()
         header = read_header(blobs.path(sum_key(fed.id, 0, "values")))
         assert header is not None and sorted(header.contributors) == sorted([a.id, b.id])

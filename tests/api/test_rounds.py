@@ -7,11 +7,13 @@ import time
 
 import numpy as np
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from fedsparsify.api.db import RoundRow
 from fedsparsify.crypto import create_secret_context, decrypt_sum
 from tests.api.conftest import ADMIN, Fed, Harness, Member, vectors
+
+pytestmark = pytest.mark.both_databases
 
 # The crypto layer's documented precision: absolute error <= 1e-6 on a 10-client sum.
 ATOL = 1e-6
@@ -155,9 +157,14 @@ def test_failed_last_round_fails_the_federation(h: Harness) -> None:
 
 def test_background_deadline_checker(h: Harness) -> None:
     fed = h.federation(
-        samples=(10, 20, 30), round_timeout_s=0.5, auto_advance=False, pairwise_masks=False
+        samples=(10, 20, 30), round_timeout_s=600, auto_advance=False, pairwise_masks=False
     )
     upload_all(h, fed, 0, fed.members[:2], vectors(2))
+    with h.state.db.session() as session:  # the deadline passes (without waiting for it)
+        session.execute(
+            update(RoundRow).where(RoundRow.federation_id == fed.id).values(deadline=0.0)
+        )
+        session.commit()
     # No request touches the round: only the lifespan's checker can close it.
     stop = time.monotonic() + 10
     while time.monotonic() < stop:

@@ -17,7 +17,7 @@ def expected_spec(**overrides: object) -> dict[str, object]:
 
 
 def test_enrolment_token_reads_the_spec_before_registering(h: Harness) -> None:
-    fed = h.create(model={"kind": "mlp", "input_shape": [3, 4]})
+    fed = h.create(name="test-fed", model={"kind": "mlp", "input_shape": [3, 4]})
     want = expected_spec(model={"kind": "mlp", "input_shape": [3, 4]})
     for headers in (
         {"X-Enrollment-Token": fed.enrollment_token},
@@ -32,7 +32,7 @@ def test_enrolment_token_reads_the_spec_before_registering(h: Harness) -> None:
 
 
 def test_members_and_admin_read_the_spec(h: Harness) -> None:
-    fed = h.create()
+    fed = h.create(name="test-fed")
     member = h.register(fed, "site", 5)
     for headers in (ADMIN, member.auth):
         r = h.client.get(fed.path("/spec"), headers=headers)
@@ -105,7 +105,7 @@ def test_spec_is_readable_after_the_federation_finished(h: Harness) -> None:
 
 def test_aggregator_client_get_spec(h: Harness) -> None:
     """The REST client's ``get_spec`` against this route (over the test transport)."""
-    fed = h.create()
+    fed = h.create(name="test-fed")
     api = AggregatorClient(
         "http://testserver", transport=h.client._transport, retries=0, backoff_s=0.0
     )

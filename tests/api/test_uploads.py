@@ -14,6 +14,8 @@ from fedsparsify.api import Settings, create_app
 from fedsparsify.crypto import SecretContext, create_secret_context
 from tests.api.conftest import ADMIN_TOKEN, MASK, Fed, Harness, Member, vectors
 
+pytestmark = pytest.mark.both_databases
+
 
 @pytest.fixture
 def started(h: Harness) -> tuple[Fed, bytes]:
@@ -180,7 +182,7 @@ def test_unknown_round_channel_and_wrong_caller(h: Harness, started: tuple[Fed, 
 
 def test_oversize_upload_is_413(tmp_path: Path, key_set: SecretContext) -> None:
     settings = Settings(
-        data_dir=tmp_path / "small", admin_token=ADMIN_TOKEN, max_upload_bytes=30_000
+        data_dir=tmp_path / "small", admin_token=ADMIN_TOKEN, max_upload_bytes=20_000
     )
     app = create_app(settings)
     with TestClient(app) as client:
@@ -188,7 +190,7 @@ def test_oversize_upload_is_413(tmp_path: Path, key_set: SecretContext) -> None:
         fed = h.federation(samples=(10, 20, 30))
         member = fed.members[0]
         body = good(h, member)
-        assert len(body) > 30_000
+        assert len(body) > 20_000
         r = h.upload(fed, 0, member, body)  # Content-Length announces it: refused at once
         assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
 

@@ -17,8 +17,12 @@ def test_bench_crypto_passes_its_options_through(tmp_path: Path) -> None:
         app, ["bench", "crypto", "--n-total", "20000", "--only", "plaintext", "--json", str(out)]
     )
     assert result.exit_code == 0, result.output
-    rows = json.loads(out.read_text())
+    result = json.loads(out.read_text())
+    assert result["command"].startswith("fedsparsify bench crypto --n-total 20000")
+    assert result["git_commit"]
+    rows = result["rows"]
     assert {r["preset"] for r in rows} == {"plaintext"}
+    assert all(r["vs_floor"] == 1.0 for r in rows)
     assert [r["sparsity"] for r in rows] == list(SPARSITIES)
     assert all(set(r) == set(KEYS) and r["n_total"] == 20000 for r in rows)
     assert rows[-1]["bytes"] < rows[0]["bytes"]

@@ -25,12 +25,16 @@ ROW_KEYS = {
     "upload_bytes",
     "download_bytes",
     "client_round_s",
+    "other_s",
+    "upload_bytes_per_kept",
+    "total_vs_floor",
     "server_add_s",
     "server_peak_rss_mb",
     "phases",
 }
 PHASES = {
     "mask_pack",
+    "pairwise_mask",
     "encrypt",
     "serialise",
     "upload",
@@ -51,7 +55,7 @@ def test_quick_run_writes_rows_for_every_mode(tmp_path: Path) -> None:
         [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -75,11 +79,20 @@ def test_quick_run_writes_rows_for_every_mode(tmp_path: Path) -> None:
         (r for r in rows if r["mode"] == "ckks-lean-sparse"), key=lambda r: r["sparsity"]
     )
     assert [r["sparsity"] for r in sparse] == [0.9, 0.95]
+    floors = {r["sparsity"]: r for r in rows if r["mode"] == "plaintext-sparse"}
     for row in sparse:
-        # kept coordinates follow the sparsity (vectors: no unpruned biases)
-        assert row["n_kept"] == round((1 - row["sparsity"]) * row["n_params"])
+        # kept coordinates follow the sparsity (plus the MLP's biases, never pruned)
+        kept = (1 - row["sparsity"]) * row["n_params"]
+        assert kept <= row["n_kept"] <= kept + 0.005 * row["n_params"]
         assert row["upload_bytes"] < dense["upload_bytes"] < peer["upload_bytes"]
         assert row["download_bytes"] < dense["download_bytes"]
+        floor = floors[row["sparsity"]]
+        assert floor["n_kept"] == row["n_kept"]
+        assert 4 * row["n_kept"] <= floor["upload_bytes"] < 4 * row["n_kept"] + 2000
+        assert row["total_vs_floor"] == pytest.approx(
+            (row["upload_bytes"] + row["download_bytes"])
+            / (floor["upload_bytes"] + floor["download_bytes"])
+        )
     assert sparse[1]["upload_bytes"] < sparse[0]["upload_bytes"]
     assert {r["sparsity"] for r in report["ratios"]} == {0.9, 0.95}
     assert [s["clients"] for s in report["scaling"]] == [2, 4]

@@ -33,7 +33,7 @@ def test_a_bad_spec_gives_one_line_per_field_without_pydantic_noise(tmp_path: Pa
     assert code == 1
     lines = out.strip().splitlines()
     assert lines[0] == "error: invalid federation spec"
-    assert f"error: {spec}: name: String should have at least 1 character" in lines
+    assert f"error: {spec}: name: name is empty (or only whitespace)" in lines
     assert f"error: {spec}: rounds: Input should be greater than or equal to 1" in lines
     assert any(line.startswith(f"error: {spec}: model.kind: Input should be") for line in lines)
     assert "pydantic" not in out and "http" not in out.replace("http://127.0.0.1:9", "")

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nibabel as nib
@@ -33,6 +34,17 @@ def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return run
+
+
+def assert_matches_the_in_process_run(metrics: dict[str, Any]) -> None:
+    """The encrypted federation over HTTP ends where the same spec run in process without
+    encryption does: after two rounds the models differ only by CKKS noise crossing the result
+    grid, far below 0.05 y of test MAE (the 60-round demo allows 1 y, chaos included)."""
+    (main,) = metrics["runs"]
+    ref = metrics["reference_plaintext"]
+    assert isinstance(main["final_test_mae"], float)
+    assert abs(main["final_test_mae"] - ref["final_test_mae"]) <= 0.05, (main, ref)
+    assert main["final_sparsity"] == pytest.approx(ref["final_sparsity"], abs=1e-9)
 
 
 def test_demo_writes_a_report(tmp_path: Path) -> None:
@@ -59,9 +71,7 @@ def test_demo_writes_a_report(tmp_path: Path) -> None:
     # round 1 trains under a pruned mask, so it uploads fewer bytes than round 0
     assert main["rows"][1]["sparsity"] > main["rows"][0]["sparsity"]
     assert main["rows"][1]["upload_bytes"] < main["rows"][0]["upload_bytes"]
-    assert main["final_test_mae"] is not None
-    ref = metrics["reference_plaintext"]["final_test_mae"]
-    assert abs(main["final_test_mae"] - ref) <= 1.0
+    assert_matches_the_in_process_run(metrics)
 
 
 def test_demo_trains_on_a_real_nifti_folder(tmp_path: Path) -> None:
@@ -79,9 +89,10 @@ def test_demo_trains_on_a_real_nifti_folder(tmp_path: Path) -> None:
     (root / "participants.tsv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "report"
     _demo(tmp_path, "--data", str(root), "--out", str(out))
-    (main,) = json.loads((out / "metrics.json").read_text())["runs"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    (main,) = metrics["runs"]
     assert [row["contributors"] for row in main["rows"]] == [2, 2]
-    assert main["final_test_mae"] is not None
+    assert_matches_the_in_process_run(metrics)
     assert sorted(p.name for p in (out / "data").iterdir()) == ["hospital-a", "hospital-b"]
 
 

@@ -1,17 +1,29 @@
-"""The REST client: error translation, retries and streaming, over httpx.MockTransport."""
+"""The REST client: error translation and retries over httpx.MockTransport (answers the real
+aggregator never gives); everything the real aggregator can answer goes to the real app, plugged
+in through ``transport=`` (the TestClient's transport, the app's lifespan running)."""
 
 from __future__ import annotations
 
 import base64
-import json
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from fedsparsify import errors
+from fedsparsify.api import Settings, create_app
 from fedsparsify.clients.rest import AggregatorClient
 from fedsparsify.crypto import SiteIdentity
+from tests.security.rounds import ATOL, N_VALUES, enrol, federation_spec, run_round
+
+warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+from fastapi.testclient import TestClient  # noqa: E402
+
+ADMIN_TOKEN = "fsa_rest-client-admin"
 
 
 def _client(handler: httpx.MockTransport, **kwargs: object) -> AggregatorClient:
@@ -60,65 +72,98 @@ def test_503_is_retried_until_it_succeeds() -> None:
     assert answers == []
 
 
-def test_409_is_not_retried() -> None:
-    calls = []
+@dataclass
+class RealApp:
+    """The aggregator app behind a counting transport, and clients for it."""
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        calls.append(request)
-        return httpx.Response(409, json={"error": "mask_mismatch", "detail": "digest abc"})
+    transport: httpx.BaseTransport
+    requests: list[httpx.Request]
 
-    with pytest.raises(errors.MaskMismatchError):
-        _client(httpx.MockTransport(handler)).get_round("f", 0)
-    assert len(calls) == 1
+    def client(self, token: str | None = None, **kwargs: object) -> AggregatorClient:
+        return AggregatorClient(
+            "http://agg.test", token=token, backoff_s=0.0, transport=self.transport, **kwargs
+        )  # type: ignore[arg-type]
 
 
-def test_register_sends_key_and_enrollment_token() -> None:
-    seen: dict[str, object] = {}
+class _Counting(httpx.BaseTransport):
+    def __init__(self, inner: httpx.BaseTransport, seen: list[httpx.Request]) -> None:
+        self.inner, self.seen = inner, seen
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen["enroll"] = request.headers["X-Enrollment-Token"]
-        seen["body"] = json.loads(request.content)
-        return httpx.Response(
-            201,
-            json={"federation_id": "f", "client_id": "c1", "token": "secret", "is_dealer": True},
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append(request)
+        return self.inner.handle_request(request)
+
+
+@pytest.fixture
+def real(tmp_path: Path) -> Iterator[RealApp]:
+    settings = Settings(data_dir=tmp_path / "data", admin_token=ADMIN_TOKEN)
+    with TestClient(create_app(settings)) as tc:
+        seen: list[httpx.Request] = []
+        yield RealApp(_Counting(tc._transport, seen), seen)
+
+
+def test_an_encrypted_round_through_the_client_against_the_real_app(
+    real: RealApp, tmp_path: Path
+) -> None:
+    """Register, keys, start, streamed uploads, atomic downloads: every site decrypts the
+    weighted average of the three uploads (computed independently with numpy)."""
+    result = run_round(real.client(ADMIN_TOKEN), real.client(), tmp_path / "work")
+    assert set(result.averages) == {s.name for s in result.sites}
+    for average in result.averages.values():
+        assert average.shape == (N_VALUES,)
+        np.testing.assert_allclose(average, result.expected, atol=ATOL, rtol=0)
+    assert not list((tmp_path / "work").glob("*.part"))
+    puts = [r for r in real.requests if r.method == "PUT" and r.url.path.endswith("/values")]
+    assert len(puts) == 3
+
+
+def test_register_sends_the_three_keys_and_the_server_lists_them(real: RealApp) -> None:
+    admin = real.client(ADMIN_TOKEN)
+    created = admin.create_federation(federation_spec())
+    identity = SiteIdentity.generate().public()
+    reg = real.client().register(
+        created["id"],
+        enrollment_token=created["enrollment_token"],
+        name="site-a",
+        identity=identity,
+        num_samples=7,
+    )
+    assert reg.is_dealer and reg.token and reg.client_id
+    sent = real.requests[-1]
+    assert sent.headers["X-Enrollment-Token"] == created["enrollment_token"]
+    (listed,) = real.client(reg.token).list_clients(created["id"])
+    assert listed["id"] == reg.client_id and listed["num_samples"] == 7
+    assert base64.b64decode(listed["public_key"]) == identity.envelope_key
+    assert base64.b64decode(listed["signing_key"]) == identity.signing_key
+    assert base64.b64decode(listed["mask_key"]) == identity.mask_key
+    with pytest.raises(errors.AuthenticationError):
+        real.client().register(
+            created["id"], enrollment_token="wrong", name="b", identity=identity, num_samples=1
         )
 
-    identity = SiteIdentity.generate().public()
-    reg = _client(httpx.MockTransport(handler)).register(
-        "f", enrollment_token="enr", name="site-a", identity=identity, num_samples=7
-    )
-    assert reg.client_id == "c1" and reg.is_dealer and reg.token == "secret"
-    assert seen["enroll"] == "enr"
-    body = seen["body"]
-    assert isinstance(body, dict)
-    assert base64.b64decode(body["public_key"]) == identity.envelope_key
-    assert base64.b64decode(body["signing_key"]) == identity.signing_key
-    assert base64.b64decode(body["mask_key"]) == identity.mask_key
-    assert body["num_samples"] == 7
+
+def test_a_conflict_is_not_retried(real: RealApp) -> None:
+    admin = real.client(ADMIN_TOKEN)
+    fid, _, _ = enrol(admin, real.client())
+    admin.start_round(fid)
+    before = len(real.requests)
+    with pytest.raises(errors.ConflictError) as info:
+        admin.start_round(fid)  # round 0 is still open
+    assert info.value.http_status == 409
+    assert len(real.requests) == before + 1
 
 
-def test_upload_streams_the_file_and_download_is_atomic(tmp_path: Path) -> None:
-    payload = bytes(range(256)) * 1000
-    stored: dict[str, bytes] = {}
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.method == "PUT":
-            stored["body"] = request.read()
-            return httpx.Response(201, json={"accepted": True, "bytes": len(stored["body"])})
-        return httpx.Response(200, content=stored["body"])
-
-    client = _client(httpx.MockTransport(handler))
-    src = tmp_path / "update.bin"
-    src.write_bytes(payload)
-    assert client.upload("f", 0, "values", src)["bytes"] == len(payload)
-    target = tmp_path / "sum.bin"
-    assert client.download_aggregate("f", 0, "values", target) == len(payload)
-    assert target.read_bytes() == payload
-    assert not (tmp_path / "sum.bin.part").exists()
-
-
-def test_missing_envelope_is_none() -> None:
-    transport = httpx.MockTransport(
-        lambda r: httpx.Response(404, json={"error": "not_found", "detail": "no envelope"})
-    )
-    assert _client(transport).get_envelope("f") is None
+def test_a_missing_envelope_is_none(real: RealApp) -> None:
+    admin = real.client(ADMIN_TOKEN)
+    created = admin.create_federation(federation_spec())
+    regs = [
+        real.client().register(
+            created["id"],
+            enrollment_token=created["enrollment_token"],
+            name=f"site-{i}",
+            identity=SiteIdentity.generate().public(),
+            num_samples=10,
+        )
+        for i in range(2)
+    ]
+    assert real.client(regs[1].token).get_envelope(created["id"]) is None

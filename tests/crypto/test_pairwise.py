@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import zstandard
 
 from fedsparsify.crypto import (
     PairwiseMasker,
@@ -21,7 +20,8 @@ from fedsparsify.crypto import (
     participants_digest,
     read_update,
 )
-from fedsparsify.crypto._seal import SEAL_HEADER
+from fedsparsify.crypto.context import FrameForm
+from fedsparsify.crypto.frames import RingFrame
 from fedsparsify.crypto.pairwise import expand_residues
 from fedsparsify.errors import (
     ConfigError,
@@ -193,6 +193,23 @@ def test_residues_are_uniform_below_the_modulus() -> None:
     assert not np.array_equal(r[:100], expand_residues(b"k" * 32, 1, 0, q, 100))
 
 
+def test_expansion_matches_an_independent_reading_of_the_chacha20_stream() -> None:
+    """Every site must derive the same residues from a seed, whatever its version: words of
+    bits(q) bits, little endian, from ChaCha20 with nonce (0, frame, prime, "mask"), those >= q
+    skipped."""
+    import struct
+
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+    q = (1 << 40) - (1 << 14) * 3 + 1  # a 40-bit modulus (primality does not matter here)
+    nonce = bytes(4) + struct.pack(">III", 3, 0, 0x6D61736B)
+    stream = Cipher(algorithms.ChaCha20(b"s" * 32, nonce), mode=None).encryptor()
+    raw = stream.update(bytes(5 * 2000))
+    words = [int.from_bytes(raw[5 * i : 5 * i + 5], "little") for i in range(2000)]
+    want = [w for w in words if w < q][:1500]
+    assert expand_residues(b"s" * 32, 3, 0, q, 1500).tolist() == want
+
+
 def test_masker_refuses_what_it_cannot_do(identities: dict[str, SiteIdentity]) -> None:
     keys = mask_keys(identities)
     good = binding_for(identities)
@@ -224,7 +241,7 @@ def test_update_header_names_its_round(
     binding = binding_for(identities, attempt=2)
     data = masked(lean, values(10), "site-b", identities, binding, channel="votes")
     header, _ = read_update(io.BytesIO(data), lean.public())
-    assert header.binding == binding and header.channel == "votes" and header.version == 2
+    assert header.binding == binding and header.channel == "votes" and header.version == 3
     other = RoundBinding("fed-1", 8, 2, binding.participants_digest)
     with pytest.raises(RoundMismatchError, match="round 8"):
         list(read_update(io.BytesIO(data), lean.public(), expect_binding=other)[1])
@@ -241,22 +258,23 @@ def test_release_0_1_streams_are_read_but_not_accepted_as_uploads() -> None:
             read_update(io.BytesIO(data), expect_binding=RoundBinding("f", 0, 0, ""))
 
 
-def _transparent(payload: bytes, ring: int) -> bytes:
-    """A ciphertext with its second polynomial zeroed (a "transparent" one)."""
-    fields = SEAL_HEADER.unpack_from(payload)
-    body = zstandard.ZstdDecompressor().decompress(payload[16:], max_output_size=1 << 26)
-    body = body[: -8 * ring] + bytes(8 * ring)
-    return SEAL_HEADER.pack(fields[0], 16, fields[2], fields[3], 0, 0, 16 + len(body)) + body
-
-
 def test_transparent_ciphertexts_are_refused(lean: SecretContext) -> None:
     """A ciphertext whose c1 is zero carries its plaintext in the clear (and SEAL loads it):
-    refused. The sum of one update is written unseeded, so its c1 is the last N words."""
-    update = b"".join(encrypt_update(lean, values(10), weight=0.5, mask_digest="m"))
-    out = io.BytesIO()
-    add_updates(lean.public(), [io.BytesIO(update)], out)
-    _header, frames = read_update(io.BytesIO(out.getvalue()), expect_kind=None)
-    full = next(frames)
-    lean.public()._load_frame(full, 10)  # as written: accepted
-    with pytest.raises(MalformedStreamError, match="transparent"):
-        lean.public()._load_frame(_transparent(full, lean.preset.poly_modulus_degree), 10)
+    refused, in packed full-form frames (whole and tail: a sum written unseeded) and as SEAL
+    bytes."""
+    pub = lean.public()
+    ring = pub.ring
+    assert ring is not None
+    update = b"".join(encrypt_update(lean, values(4096 + 10), weight=0.5, mask_digest="m"))
+    _header, frames = read_update(io.BytesIO(update), pub)
+    for payload, count, tail in zip(frames, (4096, 10), (0, 10), strict=True):
+        full = pub._expand(ring.unpack(payload, 1, tail))
+        assert full.c1 is not None
+        pub._load_frame(ring.pack(full), count, FrameForm("packed", 0))  # as written: accepted
+        zero_c1 = RingFrame(full.c0, np.zeros_like(full.c1), (), tail)
+        with pytest.raises(MalformedStreamError, match="transparent"):
+            pub._load_frame(ring.pack(zero_c1), count, FrameForm("packed", 0))
+        if not tail:
+            with pytest.raises(MalformedStreamError, match="transparent"):
+                seal = ring.to_seal(full.c0, c1=zero_c1.c1)
+                pub._load_frame(seal, count, FrameForm("seal"))

@@ -183,9 +183,9 @@ def test_injected_tenseal_failures_are_translated(
         ),
         (
             context,
-            "save_to_bytes",
-            lambda: add_updates(lean.public(), [io.BytesIO(lean_stream)], io.BytesIO()),
-            CryptoError,
+            "load_ciphertext",
+            lambda: UpdateParser(lean.public(), seal_check=True).feed(lean_stream),
+            WireFormatError,
         ),
         (
             context,

@@ -16,6 +16,7 @@ from fedsparsify.crypto import (
     add_updates,
     decrypt_sum,
     encrypt_update,
+    read_update,
 )
 from fedsparsify.errors import (
     ConfigError,
@@ -133,11 +134,15 @@ def test_running_sum_equals_one_pass_sum(lean: SecretContext) -> None:
     assert h1.contributors == ("c0", "c1", "c2")
 
 
-def test_an_aggregate_is_full_size(lean: SecretContext) -> None:
-    up = stream(lean, values(4096), weight=1.0)
+def test_an_aggregate_is_served_seeded(lean: SecretContext) -> None:
+    """A sum of K seeded uploads is c0 plus K seed records per frame: 65 bytes more per
+    frame and contributor than one upload, not a second polynomial."""
+    ups = [stream(lean, values(4096 * 2, seed=k), weight=0.25) for k in range(4)]
     out = io.BytesIO()
-    add_updates(lean.public(), [io.BytesIO(up)], out)
-    assert 1.8 < len(out.getvalue()) / len(up) < 2.2  # sums are not seeded
+    header = add_updates(lean.public(), [io.BytesIO(u) for u in ups], out)
+    assert (header.payload, header.seeds) == ("packed", 4)
+    frames = read_update(io.BytesIO(out.getvalue()), expect_kind=None)[1]
+    assert [len(f) for f in frames] == [4096 * 5 + 4 * 65] * 2
 
 
 def test_seeded_uploads_are_half_the_public_key_size(
@@ -149,13 +154,20 @@ def test_seeded_uploads_are_half_the_public_key_size(
     assert 1.8 < unseeded / seeded < 2.2
 
 
-def test_a_public_key_stream_adds_to_a_seeded_one(
+def test_public_key_streams_add_without_the_key_and_decrypt_to_the_weighted_sum(
     lean: SecretContext, lean_public_key: SecretContext
 ) -> None:
-    # both kinds of ciphertext load under a public context with the same parameters
+    """Public-key (unseeded) ciphertexts load, add under the public context alone and decrypt
+    to numpy's weighted sum; a seeded stream of another key set is refused by that context."""
+    xs = [values(5000, seed=s) for s in (1, 2, 3)]
+    ws = weights(3, seed=4)
+    header, total = decrypt_sum(lean_public_key, aggregate(lean_public_key, xs, ws))
+    expected = np.average(np.stack(xs).astype(np.float64), axis=0, weights=ws)
+    assert header.contributors == ("site-0", "site-1", "site-2")
+    assert np.abs(total / header.weight - expected).max() <= SINGLE_BUDGET["lean_public_key"]
     parser = UpdateParser(lean_public_key.public())
-    parser.feed(stream(lean_public_key, values(100)))
-    parser.finish()
+    with pytest.raises(ContextMismatchError):
+        parser.feed(stream(lean, values(100)))
 
 
 def test_empty_update(lean: SecretContext) -> None:

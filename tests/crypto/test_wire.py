@@ -76,9 +76,11 @@ def test_header_carries_the_fields(lean: SecretContext, lean_stream: bytes) -> N
         "attempt": 0,
         "participants_digest": "",
         "channel": "values",
+        "payload": "packed",
+        "seeds": 1,
     }
-    assert len(frames) == 3
-    assert len(lean_stream) < 6.5 * 3 * 4096 + 1000  # seeded + complex: ~6.1 bytes per slot
+    # 40-bit residues + seed; the last, partly filled ciphertext as its 1808 coefficients
+    assert [len(f) for f in frames] == [4096 * 5 + 65] * 2 + [1808 * 5 + 65]
 
 
 def test_parser_returns_the_frames_and_header(lean_pub: PublicContext, lean_stream: bytes) -> None:
@@ -263,8 +265,11 @@ def test_explicit_frame_bound(lean_pub: PublicContext, lean_stream: bytes) -> No
 def test_frame_that_is_not_a_ciphertext(lean_pub: PublicContext, lean_stream: bytes) -> None:
     header, frames = split(lean_stream)
     for ctx in (lean_pub, None):
-        with pytest.raises(MalformedStreamError, match="SEAL"):
+        with pytest.raises(ParameterMismatchError, match="expected 20545"):
             parse(build(header, [b"x" * 500, *frames[1:]]), ctx)
+    # the right length, but residues of all ones are not below the 40-bit prime
+    with pytest.raises(MalformedStreamError, match="not below the prime"):
+        parse(build(header, [b"\xff" * len(frames[0]), *frames[1:]]), lean_pub)
 
 
 def test_corrupted_ciphertext_body(lean_pub: PublicContext, lean_stream: bytes) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from fedsparsify.errors import ConfigError
 from fedsparsify.platform.models import (
@@ -105,14 +106,21 @@ def test_same_seed_same_model_other_seed_other_model_global_rng_untouched() -> N
     assert state_digest(a.state_dict()) != state_digest(c.state_dict())
 
 
-@pytest.mark.parametrize(
-    "spec",
-    [
-        ModelSpec(kind="cnn", input_shape=(63,)),
-        ModelSpec(kind="cnn", input_shape=(1, 2, 2)),
-        ModelSpec(kind="brainage", input_shape=(32, 32)),
-    ],
-)
-def test_bad_input_shapes_raise_config_error(spec: ModelSpec) -> None:
+BAD_SHAPES = [
+    {"kind": "cnn", "input_shape": (63,)},
+    {"kind": "cnn", "input_shape": (1, 2, 2)},
+    {"kind": "brainage", "input_shape": (32, 32)},
+]
+
+
+@pytest.mark.parametrize("fields", BAD_SHAPES)
+def test_bad_input_shapes_are_refused_by_the_spec(fields: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        ModelSpec.model_validate(fields)
+
+
+@pytest.mark.parametrize("fields", BAD_SHAPES)
+def test_bad_input_shapes_raise_config_error(fields: dict[str, object]) -> None:
+    # A spec that skipped validation (built by hand, or by a hostile aggregator's client code).
     with pytest.raises(ConfigError):
-        build_model(spec, seed=0)
+        build_model(ModelSpec.model_construct(**fields), seed=0)

@@ -13,7 +13,9 @@ from fedsparsify.platform.pruning import (
     global_magnitude_mask,
     keep_count,
     majority_mask,
+    majority_threshold,
     random_mask,
+    vote_counts,
 )
 
 torch.set_num_threads(1)
@@ -137,29 +139,52 @@ def test_derive_seed_is_stable() -> None:
     assert 0 <= derive_seed("x") < 2**63
 
 
-def test_majority_vote_hand_example() -> None:
+def test_majority_vote_hand_example_under_both_rules() -> None:
     state = {"w": torch.zeros(2, 3), "b": torch.zeros(2)}
     prev = {"w": torch.tensor([[True, True, True], [True, True, False]])}
     layout = ParameterLayout(state, prev)
-    # layout: w's 5 kept coordinates (row-major) then b's 2; three clients' local masks
+    # layout: w's 5 kept coordinates (row-major) then b's 2; four clients' local masks
     votes = np.array(
         [
             [1, 1, 0, 0, 1, 1, 1],
-            [1, 0, 1, 0, 1, 1, 1],
-            [0, 0, 1, 1, 1, 1, 1],
+            [1, 0, 1, 0, 0, 1, 1],
+            [0, 0, 1, 1, 0, 1, 1],
+            [0, 0, 0, 0, 0, 1, 1],
         ],
         dtype=np.float32,
     )
-    new = majority_mask(votes.mean(axis=0), layout, prev)
-    # fractions on w: 2/3, 1/3, 2/3, 1/3, 1 -> keep (0,0), (0,2), (1,1); (1,2) stays pruned
-    assert new["w"].tolist() == [[True, False, True], [False, True, False]]
+    # counts on w: 2, 1, 2, 1, 1 of 4 -> keep (0,0), (0,2); (1,2) stays pruned
+    for rule in ("floor-half", "half"):  # equal for an even number of contributors
+        new = majority_mask(votes.mean(axis=0), layout, prev, contributors=4, rule=rule)
+        assert new["w"].tolist() == [[True, False, True], [False, False, False]], rule
+    # three of them (one dropped out): counts 2, 1, 2, 1, 1 of 3
+    three = votes[:3].mean(axis=0)
+    half = majority_mask(three, layout, prev, contributors=3, rule="half")
+    assert half["w"].tolist() == [[True, False, True], [False, False, False]]
+    floor = majority_mask(three, layout, prev, contributors=3, rule="floor-half")
+    assert floor["w"].tolist() == [[True, True, True], [True, True, False]]  # 1 vote survives
 
 
-def test_majority_keeps_exact_halves_and_tolerates_approximate_fractions() -> None:
+def test_majority_threshold_for_odd_and_even_contributors() -> None:
+    assert [majority_threshold(k) for k in range(1, 8)] == [0, 1, 1, 2, 2, 3, 3]
+    assert [majority_threshold(k, "half") for k in range(1, 8)] == [1, 1, 2, 2, 3, 3, 4]
+    with pytest.raises(ConfigError, match="majority rule"):
+        majority_threshold(3, "most")
+    with pytest.raises(PlatformError):
+        majority_threshold(0)
+
+
+def test_majority_recovers_counts_from_approximate_fractions() -> None:
     state = {"w": torch.zeros(4)}
     prev = {"w": torch.ones(4, dtype=torch.bool)}
     layout = ParameterLayout(state, prev)
     fractions = np.array([0.5, 0.4999999, 0.25, 0.75])  # 2 of 4, 2 of 4 after CKKS noise, ...
-    assert majority_mask(fractions, layout, prev)["w"].tolist() == [True, True, False, True]
+    got = majority_mask(fractions, layout, prev, contributors=4, rule="half")
+    assert got["w"].tolist() == [True, True, False, True]
+    assert vote_counts(fractions, 4).tolist() == [2, 2, 1, 3]
     with pytest.raises(MaskError):
-        majority_mask(fractions[:3], layout, prev)
+        majority_mask(fractions[:3], layout, prev, contributors=4)
+    with pytest.raises(PlatformError, match="not counts out of 4"):
+        majority_mask(np.array([0.5, 0.4, 0.25, 0.75]), layout, prev, contributors=4)
+    with pytest.raises(PlatformError, match="not counts"):
+        majority_mask(np.array([0.5, 0.5, 1.5, 0.75]), layout, prev, contributors=4)

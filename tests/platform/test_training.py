@@ -103,15 +103,24 @@ def test_fedprox_pulls_towards_the_global_model() -> None:
 
 
 def test_regression_training_on_a_small_brainage_model() -> None:
+    """The reported train_loss is the epoch's mean squared error (checked against evaluate()
+    with a step too small to move the weights), and real steps lower it under the mask."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(12, 1, 8, 8, 8, generator=gen)
     y = 60 + 10 * torch.randn(12, generator=gen)
     data = SiteData("r", "regression", x[:8], y[:8], x[8:], y[8:])
-    model = build_model(ModelSpec(kind="brainage", input_shape=(8, 8, 8), width=2), seed=0)
+    spec_model = ModelSpec(kind="brainage", input_shape=(8, 8, 8), width=2)
+    model = build_model(spec_model, seed=0)
     mask = random_mask_for(model, keep=0.5, seed=0)
-    spec = TrainingSpec(lr=1e-3, batch_size=4)
+    still = train_local(model, mask, data, TrainingSpec(lr=1e-12, batch_size=4), seed=0)
+    before = evaluate(model, data.x_train, data.y_train, "regression")["mse"]
+    assert still["train_loss"] == pytest.approx(before, rel=1e-5)
+    assert still["steps"] == 2.0
+    spec = TrainingSpec(lr=1e-2, batch_size=4, local_epochs=20, optimizer="adam")
     metrics = train_local(model, mask, data, spec, seed=0)
-    assert metrics["train_loss"] > 0
+    after = evaluate(model, data.x_train, data.y_train, "regression")["mse"]
+    assert metrics["train_loss"] < 0.75 * before
+    assert after < 0.75 * before
     for name, keep in mask.items():
         assert torch.count_nonzero(dict(model.named_parameters())[name].detach()[~keep]) == 0
 

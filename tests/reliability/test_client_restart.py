@@ -20,7 +20,7 @@ from fedsparsify.platform.data import make_digits_federation, save_site
 from fedsparsify.platform.rounds import Site
 from fedsparsify.platform.runner import InProcessFederation
 from fedsparsify.platform.spec import FederationSpec, ModelSpec, ScheduleSpec, TrainingSpec
-from tests.reliability.conftest import Recorder
+from tests.conftest import Recorder
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

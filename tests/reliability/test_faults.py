@@ -8,21 +8,25 @@ lost, and a client that lost its connection in the crash uploads again and is ac
 from __future__ import annotations
 
 import io
-import os
-import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
 from fedsparsify.api import Settings, create_app
 from fedsparsify.crypto import create_secret_context, decrypt_sum
 from tests.api.conftest import ADMIN_TOKEN, Harness, TestClient, vectors
-from tests.reliability.conftest import Recorder
-from tests.reliability.live import ATOL, Federation, LiveServer, expected_average
+from tests.conftest import Recorder
+from tests.reliability.live import (
+    ATOL,
+    Federation,
+    LiveServer,
+    UploadInBackground,
+    expected_average,
+    temporaries,
+    wait_for,
+)
 
 #: Large enough (245 ciphertexts, ~6 MB per upload) that adding one upload into the running sum
 #: takes long enough to be caught in the act.
@@ -35,67 +39,6 @@ def round_values(index: int) -> list[np.ndarray]:
     """Every site's update of round ``index``: the same in every run."""
     rng = np.random.default_rng(1000 + index)
     return [rng.normal(0, 0.05, N_VALUES).astype(np.float32) for _ in SAMPLES]
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.0005) -> bool:
-    stop = time.monotonic() + timeout_s
-    while time.monotonic() < stop:
-        if condition():
-            return True
-        time.sleep(poll_s)
-    return False
-
-
-def temporaries(server: LiveServer, prefix: str) -> list[str]:
-    try:
-        return [n for n in os.listdir(server.data_dir / "blobs" / "tmp") if n.startswith(prefix)]
-    except FileNotFoundError:
-        return []
-
-
-class UploadInBackground:
-    """An upload on its own thread; its body may pause halfway until told to go on."""
-
-    def __init__(
-        self,
-        fed: Federation,
-        server: LiveServer,
-        site_index: int,
-        index: int,
-        body: bytes,
-        *,
-        pause_halfway: bool = False,
-    ) -> None:
-        self.half_sent = threading.Event()
-        self.resume = threading.Event()
-        self.outcome: int | str = "pending"
-        self.body = body
-        self.pause = pause_halfway
-        site = fed.sites[site_index]
-        self.thread = threading.Thread(
-            target=self._run, args=(fed, server, site, index), daemon=True
-        )
-        self.thread.start()
-
-    def _chunks(self) -> Iterator[bytes]:
-        half = len(self.body) // 2
-        for start in range(0, half, 1 << 16):
-            yield self.body[start : min(start + (1 << 16), half)]
-        self.half_sent.set()
-        self.resume.wait(60)
-        yield self.body[half:]
-
-    def _run(self, fed: Federation, server: LiveServer, site: object, index: int) -> None:
-        content = self._chunks() if self.pause else self.body
-        try:
-            self.outcome = fed.upload(server, site, index, content).status_code  # type: ignore[arg-type]
-        except httpx.TransportError as exc:
-            self.outcome = type(exc).__name__
-
-    def join(self) -> int | str:
-        self.resume.set()
-        self.thread.join(60)
-        return self.outcome
 
 
 def run_federation(
@@ -188,14 +131,14 @@ def run_federation(
 
 @pytest.mark.e2e
 def test_aggregator_kill9_during_upload_aggregation_and_between_rounds(
-    tmp_path: Path, record: Recorder
+    tmp_path: Path, record: Recorder, database_url: str | None
 ) -> None:
-    calm = LiveServer(tmp_path / "undisturbed")
+    calm = LiveServer(tmp_path / "undisturbed")  # the reference: SQLite, no faults
     try:
         reference, _ = run_federation(calm, faults=False)
     finally:
         calm.stop()
-    crashing = LiveServer(tmp_path / "disturbed")
+    crashing = LiveServer(tmp_path / "disturbed", database_url=database_url)
     try:
         results, injected = run_federation(crashing, faults=True)
     finally:
@@ -204,6 +147,7 @@ def test_aggregator_kill9_during_upload_aggregation_and_between_rounds(
     worst = max(float(np.abs(a - b).max()) for a, b in zip(results, reference, strict=True))
     record(
         "faults",
+        database="postgresql" if database_url else "sqlite",
         injected=injected,
         rounds=ROUNDS,
         n_values=N_VALUES,
@@ -220,7 +164,7 @@ def test_one_of_five_clients_vanishes(server: LiveServer, record: Recorder) -> N
     they upload again and the result is their exact weighted average."""
     samples = (50, 60, 70, 80, 90)
     fed = Federation.create(
-        server, samples, rounds=1, quorum=4, round_timeout_s=4, auto_advance=False
+        server, samples, rounds=1, quorum=4, round_timeout_s=8, auto_advance=False
     )
     values = vectors(5, n=4000, seed=9)
     for site, v in zip(fed.sites[:4], values[:4], strict=True):

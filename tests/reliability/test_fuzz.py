@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.reliability.conftest import Recorder
+from tests.conftest import Recorder
 from tests.reliability.fuzzing import Identities, fuzz_api
 from tests.reliability.live import (
     ADMIN_TOKEN,

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from tests.reliability.conftest import Recorder
+from tests.conftest import Recorder
 from tests.reliability.live import ATOL, LiveServer
 from tests.reliability.load import LoadResult, brainage_size, run_load
 

@@ -1,14 +1,18 @@
 """Storage of federation state: SQLAlchemy 2 models, engine and sessions.
 
-Works with any SQLAlchemy URL. SQLite (the default, a file in the data directory) is set up for
-a server: WAL journal, ``synchronous=FULL`` (a committed upload survives a power cut), a busy
-timeout, foreign keys, and ``BEGIN IMMEDIATE`` transactions so that concurrent writers wait for
-each other instead of failing on a lock upgrade. Tables are created at startup.
+Two engines are supported: SQLite (the default, a file in the data directory; one process) and
+PostgreSQL (``postgresql+psycopg://``; any number of aggregator processes). SQLite is set up
+for a server: WAL journal, ``synchronous=FULL`` (a committed upload survives a power cut), a
+busy timeout and foreign keys. :meth:`Database.session` is for transactions that write: on
+SQLite they start with ``BEGIN IMMEDIATE``, so concurrent writers wait for each other instead
+of failing on a lock upgrade. :meth:`Database.read` is for transactions that only read: a
+deferred ``BEGIN`` that takes no lock, so under WAL a polling GET never waits for an upload's
+commit (a read session must not write; SQLite refuses the upgrade when another writer came
+first).
 
-There are no migrations. ``create_all`` creates missing tables but never changes existing ones,
-so a column added after a table first shipped is listed in :data:`ADDED_COLUMNS` and added at
-startup with ``ALTER TABLE ... ADD COLUMN`` when a database from an older version lacks it
-(nullable columns only: existing rows read NULL). Anything beyond that needs a real migration tool.
+The schema is made and changed only by the Alembic revisions in
+:mod:`fedsparsify.api.migrations` (see :mod:`fedsparsify.api.schema`); every change to the models
+here comes with a revision, and a test checks that the revisions produce exactly these models.
 
 Times are stored as UNIX seconds (floats): portable across databases and free of time zones.
 """
@@ -23,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
@@ -33,30 +38,43 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
-    inspect,
+    text,
 )
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from fedsparsify.errors import ConfigError
+
 __all__ = [
-    "ADDED_COLUMNS",
     "Base",
     "ClientRow",
     "DashboardSessionRow",
     "Database",
     "FederationRow",
+    "IdempotentAnswerRow",
+    "MetricSampleRow",
     "RoundMetricRow",
     "RoundRow",
     "ServerSecretRow",
     "UploadRow",
-    "add_missing_columns",
     "now",
+    "redact",
 ]
 
 log = logging.getLogger(__name__)
 
 ID_LENGTH = 32
+#: Counts that may pass 2^31 (samples, bytes): BIGINT on PostgreSQL; SQLite's INTEGER is 64-bit.
+COUNT = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def redact(url: str) -> str:
+    """``url`` without its password (for messages and logs)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable URL>"
 
 
 def now() -> float:
@@ -86,6 +104,9 @@ class FederationRow(Base):
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     name: Mapped[str] = mapped_column(String(128))
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: Format of ``spec`` (:data:`fedsparsify.platform.spec_compat.SPEC_VERSION` when written);
+    #: rows from release 0.1 read 1.
+    spec_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     state: Mapped[str] = mapped_column(String(16), default="enrolling")
     reason: Mapped[str | None] = mapped_column(Text, default=None)
     enrollment_token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
@@ -115,7 +136,7 @@ class ClientRow(Base):
     name: Mapped[str] = mapped_column(String(128))
     public_key: Mapped[bytes] = mapped_column(LargeBinary)
     fingerprint: Mapped[str] = mapped_column(String(128))
-    num_samples: Mapped[int] = mapped_column(Integer)
+    num_samples: Mapped[int] = mapped_column(COUNT)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     is_dealer: Mapped[bool] = mapped_column(Boolean, default=False)
     envelope_bytes: Mapped[int | None] = mapped_column(Integer, default=None)
@@ -144,7 +165,7 @@ class RoundRow(Base):
     state: Mapped[str] = mapped_column(String(16), default="open")
     reason: Mapped[str | None] = mapped_column(Text, default=None)
     participants: Mapped[list[str]] = mapped_column(JSON)
-    total_samples: Mapped[int] = mapped_column(Integer)
+    total_samples: Mapped[int] = mapped_column(COUNT)
     quorum: Mapped[int] = mapped_column(Integer)
     channels: Mapped[list[str]] = mapped_column(JSON)
     deadline: Mapped[float] = mapped_column(Float)
@@ -173,7 +194,7 @@ class UploadRow(Base):
     round_id: Mapped[int] = mapped_column(Integer, ForeignKey("rounds.id"), index=True)
     client_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     channel: Mapped[str] = mapped_column(String(16))
-    bytes: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(COUNT)
     sha256: Mapped[str] = mapped_column(String(64))
     weight: Mapped[float] = mapped_column(Float)
     created_at: Mapped[float] = mapped_column(Float, default=now)
@@ -195,7 +216,7 @@ class RoundMetricRow(Base):
 class DashboardSessionRow(Base):
     """A browser's dashboard sign-in: only the SHA-256 of the session id (the cookie's value)
     is stored, with the hash of the token it was opened with, so that a rotated admin token or
-    a revoked client ends its sessions. Added after release 0.1: ``create_all`` creates it."""
+    a revoked client ends its sessions."""
 
     __tablename__ = "dashboard_sessions"
 
@@ -205,51 +226,35 @@ class DashboardSessionRow(Base):
     expires_at: Mapped[float] = mapped_column(Float, index=True)
 
 
-#: Columns added to existing tables after they first shipped: ``(table, column)``, nullable.
-ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("clients", "last_seen_at"),
-    ("clients", "signing_key"),
-    ("clients", "mask_key"),
-    ("clients", "removed_at"),
-    ("rounds", "attempt"),
-    ("rounds", "participants_digest"),
-    ("rounds", "weights"),
-    ("federations", "enrollment_expires_at"),
-    ("federations", "enrollment_max_uses"),
-    ("federations", "enrollment_uses"),
-    ("federations", "enrollment_revoked_at"),
-)
+class IdempotentAnswerRow(Base):
+    """The first successful answer to a POST sent with an ``Idempotency-Key``, kept for replay.
 
-
-def add_missing_columns(engine: Engine) -> list[str]:
-    """Add each of :data:`ADDED_COLUMNS` that an existing table lacks; idempotent.
-
-    Returns the ``table.column`` names added. Two processes racing here is harmless: the loser's
-    ``ALTER TABLE`` fails, and the column is then found present.
+    ``id`` is SHA-256 over the credential the caller presented and its key, so neither is
+    stored; ``sealed`` is the answer encrypted under a key derived from both (it may hold a
+    one-time token). See :mod:`fedsparsify.api.services.idempotency`.
     """
-    added: list[str] = []
-    for table_name, column_name in ADDED_COLUMNS:
-        if _has_column(engine, table_name, column_name):
-            continue
-        column = Base.metadata.tables[table_name].c[column_name]
-        ddl = (
-            f"ALTER TABLE {table_name} ADD COLUMN {column_name} "
-            f"{column.type.compile(dialect=engine.dialect)}"
-        )
-        try:
-            with engine.begin() as conn:
-                conn.exec_driver_sql(ddl)
-        except DBAPIError:
-            if not _has_column(engine, table_name, column_name):
-                raise
-            continue
-        log.warning("database from an older version: added column %s.%s", table_name, column_name)
-        added.append(f"{table_name}.{column_name}")
-    return added
+
+    __tablename__ = "idempotent_answers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
 
 
-def _has_column(engine: Engine, table_name: str, column_name: str) -> bool:
-    return any(c["name"] == column_name for c in inspect(engine).get_columns(table_name))
+class MetricSampleRow(Base):
+    """One Prometheus sample of one aggregator process (PostgreSQL mode): ``/metrics`` answers
+    the sum over every process, so counters add up across replicas."""
+
+    __tablename__ = "metric_samples"
+
+    instance: Mapped[str] = mapped_column(String(96), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    labels: Mapped[str] = mapped_column(String(512), primary_key=True)
+    value: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float, default=now)
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
@@ -266,39 +271,57 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = conn.get_execution_options().get(_READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+_READ_ONLY = "fedsparsify_read_only"
 
 
 class Database:
-    """An engine plus a session factory; one per app."""
+    """An engine plus session factories (writing and read-only); one per app."""
 
-    def __init__(self, url: str, *, busy_timeout_ms: int = 10_000) -> None:
+    def __init__(self, url: str, *, busy_timeout_ms: int = 10_000, pool_size: int = 5) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        kwargs: dict[str, Any] = {}
+        self.is_postgresql = url.startswith("postgresql")
+        kwargs: dict[str, Any] = {"pool_size": pool_size, "max_overflow": 2 * pool_size}
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False}
         else:
             kwargs["pool_pre_ping"] = True
-        self.engine = create_engine(url, **kwargs)
+        try:
+            self.engine = create_engine(url, **kwargs)
+        except (ArgumentError, ImportError) as exc:
+            raise ConfigError(f"database URL {redact(url)!r}: {exc}") from exc
         if self.is_sqlite:
             _configure_sqlite(self.engine, busy_timeout_ms)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
-
-    def create_all(self) -> None:
-        """Create missing tables, and add :data:`ADDED_COLUMNS` missing from older ones."""
-        Base.metadata.create_all(self.engine)
-        add_missing_columns(self.engine)
+        self._read_factory = sessionmaker(
+            self.engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
+        )
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session whose open transaction is rolled back unless committed."""
+        """A session for a transaction that writes (``BEGIN IMMEDIATE`` on SQLite); its open
+        transaction is rolled back unless committed."""
         with self._factory() as session:
             try:
                 yield session
             except BaseException:
                 session.rollback()
                 raise
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for a transaction that only reads (deferred on SQLite: no lock taken)."""
+        with self._read_factory() as session:  # closing ends the transaction
+            yield session
+
+    def ping(self) -> None:
+        """Run ``SELECT 1``; raises the driver's error when the database cannot answer."""
+        with self.read() as session:
+            session.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
         """Close every pooled connection."""

@@ -40,6 +40,14 @@ class ServerMetrics:
             ["code"],
             registry=self.registry,
         )
+        self.edge_refused = Counter(
+            "fedsparsify_edge_refused",
+            "Requests and connections refused or dropped at the HTTP edge, by reason: "
+            "body_too_large, body_stalled, body_too_slow, head_too_large, head_timeout, "
+            "too_many_connections, too_many_connections_from_address, uploads_busy.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.bytes_received = Counter(
             "fedsparsify_bytes_received",
             "Bytes of request bodies received (updates, contexts, envelopes).",

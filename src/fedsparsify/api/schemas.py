@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from fedsparsify.crypto import check_ed25519_public, check_x25519_public
 from fedsparsify.errors import CryptoError
-from fedsparsify.platform.spec import MAX_ROUND_TIMEOUT_S, FederationSpec
+from fedsparsify.platform.spec import MAX_ROUND_TIMEOUT_S, DisplayName, FederationSpec
 
 __all__ = [
     "ClientOut",
@@ -85,7 +85,11 @@ class ClientRegistration(_In):
     """Body of ``POST /v1/federations/{fid}/clients``: a site's name, its three public keys
     (checked: an all-zero or low-order X25519 point is refused) and its sample count."""
 
-    name: str = Field(..., min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._@-]*$")
+    name: DisplayName = Field(
+        ...,
+        description="unique in the federation, compared in NFKC and case-folded; stored in NFC "
+        "with whitespace trimmed; control and invisible characters are refused",
+    )
     public_key: str = Field(..., description="X25519 envelope key, 32 raw bytes, base64")
     signing_key: str = Field(..., description="Ed25519 signing key, 32 raw bytes, base64")
     mask_key: str = Field(..., description="X25519 mask key, 32 raw bytes, base64")
@@ -142,6 +146,8 @@ class MetricsReport(_In):
         for name, number in value.items():
             if not 0 < len(name) <= 64:
                 raise ValueError("metric names must have 1 to 64 characters")
+            if not name.isprintable():
+                raise ValueError(f"metric name {name!r} holds a control or invisible character")
             if not math.isfinite(number):
                 raise ValueError(f"metric {name!r} is not finite")
         return value
@@ -162,6 +168,7 @@ class Health(_Out):
 
     status: Literal["ok"] = "ok"
     version: str
+    database: Literal["sqlite", "postgresql"] = "sqlite"
 
 
 class ParticipantOut(_Out):

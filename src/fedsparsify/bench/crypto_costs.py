@@ -8,16 +8,19 @@ sample-count weights summing to 1 each:
 - select their kept coordinates with the mask, multiply by their weight, encrypt chunk by chunk
   and write the update stream to a file (``client_s``: the median over clients, seconds),
 - the aggregator adds the K streams with the public context only (``add_s``: seconds per client),
-- one client decrypts the aggregate (``decrypt_s``),
+- one client decrypts the aggregate (``decrypt_s``; a seeded aggregate's second polynomials are
+  rebuilt from the contributors' seeds first),
 - ``max_abs_error``: max |decrypted sum - numpy's float64 weighted sum|.
 
-``bytes`` is one client's upload (header included), ``bytes_per_kept_value`` = bytes / n_kept.
-The rows go to stdout as a Markdown table and, with ``--json PATH``, to a JSON list with the keys
-``preset, seeded, sparsity, n_total, n_kept, bytes, bytes_per_kept_value, client_s, add_s,
-decrypt_s, max_abs_error``.
+``bytes`` is one client's upload (header included), ``bytes_per_kept_value`` = bytes / n_kept;
+``download_bytes`` the aggregate every client downloads; ``vs_floor`` upload + download against
+the ``plaintext`` row of the same sparsity (the kept values as float32, 4 bytes each). The rows
+go to stdout as a Markdown table and, with ``--json PATH``, to a JSON object with the command,
+the machine, the git commit and the rows (keys: :data:`KEYS`).
 
     python benchmarks/crypto_costs.py --quick            # 100k values (CI)
     python benchmarks/crypto_costs.py --json benchmarks/results/crypto_costs.json   # 1M
+    python benchmarks/crypto_costs.py --brainage         # BrainAge's 2,948,801, 4 clients
     python benchmarks/crypto_costs.py --full             # 3M
     python benchmarks/crypto_costs.py --masking --json benchmarks/results/masking.json
 """
@@ -39,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from fedsparsify.bench.provenance import git_commit
 from fedsparsify.crypto import (
     PRESETS,
     CkksPreset,
@@ -50,6 +54,8 @@ from fedsparsify.crypto import (
 )
 
 SPARSITIES = (0.0, 0.5, 0.8, 0.9, 0.95, 0.99)
+#: Trainable parameters of the full-size BrainAge CNN (``--brainage``).
+BRAINAGE_VALUES = 2_948_801
 KEYS = (
     "preset",
     "seeded",
@@ -58,6 +64,9 @@ KEYS = (
     "n_kept",
     "bytes",
     "bytes_per_kept_value",
+    "download_bytes",
+    "download_bytes_per_kept_value",
+    "vs_floor",
     "client_s",
     "add_s",
     "decrypt_s",
@@ -155,6 +164,7 @@ def measure(
         expected += weight * model[mask].astype(np.float64)
     n_kept = int(mask.sum())
     size = files[0].stat().st_size
+    download = total_path.stat().st_size
     for path in [*files, total_path]:
         path.unlink()
     return {
@@ -165,6 +175,9 @@ def measure(
         "n_kept": n_kept,
         "bytes": size,
         "bytes_per_kept_value": size / n_kept if n_kept else float("nan"),
+        "download_bytes": download,
+        "download_bytes_per_kept_value": download / n_kept if n_kept else float("nan"),
+        "vs_floor": None,
         "client_s": statistics.median(client_s),
         "add_s": add_s,
         "decrypt_s": decrypt_s,
@@ -172,18 +185,31 @@ def measure(
     }
 
 
+def add_floor_ratios(rows: list[dict[str, Any]]) -> None:
+    """``vs_floor``: upload + download bytes against the plaintext row of the same sparsity."""
+    floor = {
+        r["sparsity"]: r["bytes"] + r["download_bytes"] for r in rows if r["preset"] == "plaintext"
+    }
+    for r in rows:
+        base = floor.get(r["sparsity"])
+        r["vs_floor"] = (r["bytes"] + r["download_bytes"]) / base if base else None
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table (plus client µs per kept value, to show linearity)."""
     head = (
-        "| preset | seeded | sparsity | n_kept | bytes | bytes/kept | client s | client µs/kept "
-        "| add s/client | decrypt s | max abs error |"
+        "| preset | seeded | sparsity | n_kept | upload B | up B/kept | download B | down B/kept "
+        "| vs floor | client s | client µs/kept | add s/client | decrypt s | max abs error |"
     )
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 14]
     for r in rows:
         per_value = 1e6 * r["client_s"] / r["n_kept"] if r["n_kept"] else float("nan")
+        vs = r["vs_floor"]
         lines.append(
             f"| {r['preset']} | {'yes' if r['seeded'] else 'no'} | {r['sparsity']:.2f} "
-            f"| {r['n_kept']:,} | {r['bytes']:,} | {r['bytes_per_kept_value']:.2f} "
+            f"| {r['n_kept']:,} | {r['bytes']:,} | {r['bytes_per_kept_value']:.3f} "
+            f"| {r['download_bytes']:,} | {r['download_bytes_per_kept_value']:.3f} "
+            f"| {'' if vs is None else f'{vs:.2f}x'} "
             f"| {r['client_s']:.3f} | {per_value:.3f} | {r['add_s']:.4f} "
             f"| {r['decrypt_s']:.3f} | {r['max_abs_error']:.1e} |"
         )
@@ -195,8 +221,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="100k values (CI)")
     size.add_argument("--full", action="store_true", help="3M values")
+    size.add_argument(
+        "--brainage",
+        action="store_true",
+        help="BrainAge's 2,948,801 values with 4 clients (unless --clients says otherwise)",
+    )
     size.add_argument("--n-total", type=int, help="any other model size")
-    parser.add_argument("--clients", type=int, default=10, help="clients in the sum (10)")
+    parser.add_argument("--clients", type=int, help="clients in the sum (10; --brainage: 4)")
     parser.add_argument("--json", type=Path, help="write the rows to this JSON file")
     parser.add_argument(
         "--candidates", action="store_true", help="also measure the N=2048 lean candidate"
@@ -205,6 +236,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only", help="comma-separated preset names to measure (default: all of them)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--secaggplus",
+        action="store_true",
+        help="instead: ours (pairwise-masked lean CKKS) next to Flower's SecAgg+ "
+        "(needs the bench extra; skipped with a message without it)",
+    )
     return parser.parse_args(argv)
 
 
@@ -215,7 +252,22 @@ def main(argv: list[str] | None = None) -> int:
 
         return masking_main([a for a in argv if a != "--masking"])
     args = parse_args(argv)
-    n_total = args.n_total or (100_000 if args.quick else 3_000_000 if args.full else 1_000_000)
+    if args.secaggplus:
+        from fedsparsify.bench.side_by_side import run
+
+        return run(
+            quick=args.quick, json_path=args.json, command=["fedsparsify", "bench", "crypto", *argv]
+        )
+    n_total = args.n_total or (
+        100_000
+        if args.quick
+        else 3_000_000
+        if args.full
+        else BRAINAGE_VALUES
+        if args.brainage
+        else 1_000_000
+    )
+    args.clients = args.clients or (4 if args.brainage else 10)
     rng = np.random.default_rng(args.seed)
     models = [rng.normal(0.0, 0.05, n_total).astype(np.float32) for _ in range(args.clients)]
     weights = client_weights(args.clients, rng)
@@ -228,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="fedsparsify-bench-") as tmp:
         only = set(args.only.split(",")) if args.only else None
         for preset in variants(args.candidates):
@@ -245,8 +298,28 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
     print(f"# done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    add_floor_ratios(rows)
     print(markdown(rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps([{k: r[k] for k in KEYS} for r in rows], indent=1) + "\n")
+        command = " ".join(
+            ["fedsparsify bench crypto", *(argv if argv is not None else sys.argv[1:])]
+        )
+        result = {
+            "benchmark": "crypto",
+            "command": command,
+            "git_commit": git_commit(),
+            "machine": {
+                "cpu": platform.processor() or platform.machine(),
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "load_average_at_start": load_at_start,
+                "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+            },
+            "n_total": n_total,
+            "clients": args.clients,
+            "elapsed_s": time.perf_counter() - started,
+            "rows": [{k: r[k] for k in KEYS} for r in rows],
+        }
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
     return 0

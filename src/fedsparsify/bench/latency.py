@@ -1,21 +1,29 @@
 """Latency benchmark: dense and sparse encrypted rounds side by side over real HTTP.
 
 One aggregator (``fedsparsify serve`` on loopback, started by
-:func:`~fedsparsify.clients.launcher.start_aggregator`) and K site processes
-(:mod:`fedsparsify.bench.latency_client`) run, for every workload and mode, a fresh federation
-of ``rounds`` rounds through the public REST API:
+:func:`~fedsparsify.clients.launcher.start_aggregator`) and K site processes, each running the
+real :class:`~fedsparsify.clients.runtime.ClientRuntime` with a probe on its steps
+(:mod:`fedsparsify.bench.latency_client`; confirmed peers, signed key envelopes, pairwise
+masks for the encrypted modes), run, for every workload and mode, a fresh federation of
+``rounds`` rounds through the public REST API:
 
 - ``plaintext``: dense float32 through the same API and client code (the floor);
 - ``ckks-peer-dense``: every coordinate, ``peer-default`` parameters;
 - ``ckks-lean-dense``: every coordinate, ``lean`` parameters;
-- ``ckks-lean-sparse``: the kept coordinates only, at each sparsity.
+- ``ckks-lean-sparse``: the kept coordinates only, at each sparsity;
+- ``plaintext-sparse``: the kept coordinates only as float32, not encrypted: the floor every
+  sparse encrypted row is compared with.
 
+Sparse rows prune once, before round 0 (a one-shot schedule to the row's sparsity); dense rows
+run FedAvg. Sites do not train (the probe's stand-in takes the model's kept coordinates).
 Each row holds the medians over sites and rounds of the client phases (their sum is
-``client_round_s``; waiting for the other sites is excluded; ``upload`` is the PUT's wall time,
-which includes the aggregator receiving, validating and adding the upload, because it answers
-once the upload is in the sum), the server's own seconds per upload from its ``/metrics``
-(``server_validate_s``: receive and validate; ``server_add_s``: add into the running sum) and
-per round (``server_close_s``), bytes up and down, and the aggregator's peak RSS during the row.
+``client_round_s``; waiting for the other sites is excluded, and so is ``other_s``: the
+runtime's roster check, evaluation, state files and metrics report; ``upload`` is the PUT's
+wall time, which includes the aggregator receiving, validating and adding the upload, because it
+answers once the upload is in the sum), the server's own seconds per upload from its
+``/metrics`` (``server_validate_s``: receive, validate and, since wire format 3, add while the
+body streams in; ``server_add_s``: adding, streamed or at commit) and per round
+(``server_close_s``), bytes up and down, and the aggregator's peak RSS during the row.
 Then the aggregator scaling part (:mod:`fedsparsify.bench.scaling`) and the inference part
 (:mod:`fedsparsify.bench.inference`); the report goes to ``latency.json``, ``latency.md`` and
 PNG plots (:mod:`fedsparsify.bench.latency_report`).
@@ -39,12 +47,12 @@ from typing import Any
 from fedsparsify import __version__
 from fedsparsify.bench.latency_client import CLIENT_PHASES, ClientJob
 from fedsparsify.bench.probes import RssSampler, ServerCounters, read_counters
+from fedsparsify.bench.provenance import git_commit
 from fedsparsify.bench.sites import SitePool
-from fedsparsify.bench.workloads import brainage_spec, build_workload, vector_size
-from fedsparsify.clients.launcher import start_aggregator
+from fedsparsify.bench.workloads import build_workload, model_spec
+from fedsparsify.clients.launcher import confirm_peers, start_aggregator
 from fedsparsify.clients.rest import AggregatorClient
 from fedsparsify.errors import FedsparsifyError
-from fedsparsify.platform.spec import FederationSpec
 
 __all__ = [
     "MODE_PRESETS",
@@ -62,10 +70,13 @@ log = logging.getLogger(__name__)
 SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.99)
 MODE_PRESETS = {
     "plaintext": "plaintext",
+    "plaintext-sparse": "plaintext",
     "ckks-peer-dense": "peer-default",
     "ckks-lean-dense": "lean",
     "ckks-lean-sparse": "lean",
 }
+#: Modes that run at every configured sparsity (the others are dense).
+SPARSE_MODES = ("plaintext-sparse", "ckks-lean-sparse")
 POLL_S = 0.02
 
 
@@ -97,7 +108,7 @@ class LatencyConfig:
         for mode in modes:
             if mode not in MODE_PRESETS:
                 raise FedsparsifyError(f"unknown mode {mode!r}; choose from {list(MODE_PRESETS)}")
-            if mode == "ckks-lean-sparse":
+            if mode in SPARSE_MODES:
                 out.extend((mode, s) for s in self.sparsities)
             else:
                 out.append((mode, 0.0))
@@ -105,8 +116,9 @@ class LatencyConfig:
 
 
 def full_config(out_dir: Path = Path("benchmarks/results")) -> LatencyConfig:
-    """The published run: BrainAge, 1M and 10M values (10M: two rounds, to keep it short)."""
-    return LatencyConfig(out_dir=out_dir, rounds_by_workload={"vec10m": 2})
+    """The published run: 4 sites; BrainAge, 1M and 10M values (10M: two rounds, to keep it
+    short)."""
+    return LatencyConfig(out_dir=out_dir, clients=4, rounds_by_workload={"vec10m": 2})
 
 
 def quick_config(out_dir: Path) -> LatencyConfig:
@@ -126,7 +138,7 @@ def quick_config(out_dir: Path) -> LatencyConfig:
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU model, core count, memory and versions, recorded with the numbers."""
+    """CPU model, core count, memory, versions and the git commit, recorded with the numbers."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -152,6 +164,7 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "tenseal": tenseal.__version__,
         "fedsparsify": __version__,
+        "git_commit": git_commit(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
@@ -178,6 +191,7 @@ def _summarise(
     phases.update(server_validate=validate, server_add=add, server_close=close)
     return {
         "n_kept": int(records[0]["n_kept"]),
+        "other_s": _median([r["other_s"] for r in records]),
         "upload_bytes": int(_median([r["upload_bytes"] for r in records])),
         "download_bytes": int(_median([r["download_bytes"] for r in records])),
         "client_round_s": _median([r["client_round_s"] for r in records]),
@@ -191,6 +205,43 @@ def _summarise(
     }
 
 
+def row_spec(
+    workload: str, mode: str, sparsity: float, *, rounds: int, clients: int, seed: int
+) -> dict[str, Any]:
+    """The federation one row runs: dense rows FedAvg, sparse rows pruned once before round 0."""
+    spec: dict[str, Any] = {
+        "name": f"latency-{workload}-{mode}-{sparsity}",
+        "rounds": rounds,
+        "min_clients": clients,
+        "quorum": clients,
+        "auto_advance": False,
+        "crypto_preset": MODE_PRESETS[mode],
+        "round_timeout_s": 3600.0,
+        "seed": seed,
+        "model": model_spec(workload).model_dump(mode="json"),
+    }
+    if sparsity > 0.0:
+        spec["method"] = "fedsparsify-global"
+        spec["schedule"] = {"kind": "one-shot", "target": sparsity, "start_round": 0}
+    else:
+        spec["method"] = "fedavg"
+        spec["schedule"] = {"kind": "none"}
+    return spec
+
+
+def _wait_keyed(admin: AggregatorClient, fid: str, clients: int) -> None:
+    deadline = time.monotonic() + 600.0
+    while True:
+        fed = admin.get_federation(fid)
+        keys = fed["keys"]
+        keyed = keys["context_uploaded"] and not keys["awaiting_envelope"]
+        if len(fed["participants"]) >= clients and keyed:
+            return
+        if time.monotonic() > deadline:
+            raise FedsparsifyError(f"sites of {fid} did not register and get their keys")
+        time.sleep(POLL_S)
+
+
 def measure_row(
     admin: AggregatorClient,
     pool: SitePool,
@@ -202,43 +253,34 @@ def measure_row(
     sparsity: float,
     rounds: int,
     seed: int,
+    scratch: Path,
 ) -> dict[str, Any]:
     """One mode at one sparsity: a fresh federation, ``rounds`` rounds with every site."""
     preset = MODE_PRESETS[mode]
-    spec: dict[str, Any] = {
-        "name": f"latency-{workload}-{mode}-{sparsity}",
-        "rounds": rounds,
-        "min_clients": pool.size,
-        "quorum": pool.size,
-        "auto_advance": False,
-        "crypto_preset": preset,
-        "round_timeout_s": 3600.0,
-        "seed": seed,
-    }
-    if vector_size(workload) is None:
-        spec["model"] = brainage_spec(workload).model_dump(mode="json")
+    spec = row_spec(workload, mode, sparsity, rounds=rounds, clients=pool.size, seed=seed)
     created = admin.create_federation(spec)
     fid = str(created["id"])
-    parsed = FederationSpec.model_validate(created["spec"])
+    names = [f"site-{k}" for k in range(pool.size)]
+    row_dir = scratch / fid
+    states = {name: row_dir / name for name in names}
+    peers = confirm_peers(states, row_dir / "peers.txt")
     pool.submit(
         [
             ClientJob(
                 url=admin.base_url,
                 federation_id=fid,
                 enrollment_token=str(created["enrollment_token"]),
-                name=f"site-{k}",
+                name=name,
+                state_dir=states[name],
+                peers=peers,
                 preset=preset,
-                workload=workload,
-                sparsity=sparsity,
                 rounds=rounds,
-                n_clients=pool.size,
                 seed=seed,
-                spec=parsed,
             )
-            for k in range(pool.size)
+            for name in names
         ]
     )
-    pool.expect("ready")
+    _wait_keyed(admin, fid, pool.size)
     sampler.reset()
     server: list[ServerCounters] = []
     for index in range(rounds):
@@ -299,6 +341,7 @@ def run(config: LatencyConfig) -> dict[str, Any]:
                         sparsity=sparsity,
                         rounds=rounds,
                         seed=config.seed,
+                        scratch=Path(tmp) / "sites",
                     )
                     rows.append(row)
                     _progress(

@@ -1,38 +1,41 @@
-"""One benchmark site: a separate process that joins federations and times every round phase.
+"""One benchmark site: a separate process running the real client, with a probe on its steps.
 
 It runs jobs from a queue (one job per benchmark row: a fresh federation), so the process and
-its imports are paid once. Per job it registers with the enrolment token, gets the CKKS key the
-way a real site does (the dealer creates and publishes it and seals it for the others; everyone
-else opens their envelope), says it is ready, and then for each round: waits for the round to
-open, selects its kept coordinates (``ParameterLayout.flatten``), encrypts and writes the update
-with the project's :class:`~fedsparsify.clients.codec.UpdateCodec`, uploads it with
-:class:`~fedsparsify.clients.rest.AggregatorClient`, waits (untimed) for the aggregate,
-downloads it, decrypts it and writes the mean back into its model (``ParameterLayout.scatter``).
+its imports are paid once. Per job it starts a :class:`~fedsparsify.clients.runtime.ClientRuntime`
+on a state directory whose identity the benchmark confirmed to every site (``peers``), which
+registers, gets the CKKS key from the dealer and takes part in every round until the federation
+completes, exactly as ``fedsparsify client`` does. Two hooks: a :class:`PhaseProbe` records the
+seconds of each step (the codec's crypto phases included), and training is replaced by taking
+the untrained model's kept coordinates (:func:`untrained`), so the rounds carry real updates
+of the right size without minutes of training in the way.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing.queues
-import tempfile
-import time
-from collections.abc import Callable
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedsparsify.bench.workloads import Workload, build_workload
-from fedsparsify.clients.codec import UpdateCodec
-from fedsparsify.clients.keyring import KeyRing
-from fedsparsify.clients.rest import AggregatorClient, RoundStatus
-from fedsparsify.clients.roster import Member, Roster
-from fedsparsify.clients.state import Credentials, StateDir
-from fedsparsify.crypto import PairwiseMasker, RoundBinding, SecretContext, create_secret_context
-from fedsparsify.errors import FedsparsifyError, NotFoundError
-from fedsparsify.platform.rounds import LocalUpdate
-from fedsparsify.platform.spec import FederationSpec
+import torch
 
-__all__ = ["CLIENT_PHASES", "ClientJob", "client_main", "split_phases"]
+from fedsparsify.clients.codec import CodecStats
+from fedsparsify.clients.runtime import ClientRuntime
+from fedsparsify.crypto import create_secret_context
+from fedsparsify.platform.data.sitedata import SiteData
+from fedsparsify.platform.rounds import LocalUpdate, Site
+
+__all__ = [
+    "CLIENT_PHASES",
+    "ClientJob",
+    "PhaseProbe",
+    "client_main",
+    "site_data",
+    "split_phases",
+    "untrained",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +51,10 @@ CLIENT_PHASES = (
     "decrypt",
     "unpack",
 )
-NUM_SAMPLES = 100
+#: Training samples of every benchmark site (equal weights).
+NUM_SAMPLES = 2
 POLL_S = 0.01
-WAIT_LIMIT_S = 1800.0
+WAIT_LIMIT_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -61,174 +65,136 @@ class ClientJob:
     federation_id: str
     enrollment_token: str
     name: str
+    state_dir: Path
+    peers: Path
     preset: str
-    workload: str
-    sparsity: float
     rounds: int
-    n_clients: int
     seed: int
-    spec: FederationSpec
 
-    @property
-    def masks(self) -> bool:
-        """Whether the federation's uploads carry pairwise masks."""
-        return self.spec.pairwise_masks
+
+def site_data(name: str, task: str, shape: tuple[int, ...], seed: int) -> SiteData:
+    """A tiny synthetic data set of the model's input shape (two training volumes, one for
+    validation): the runtime evaluates on it; the benchmark does not train."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand((NUM_SAMPLES + 1, *shape), generator=gen)
+    if task == "regression":
+        y = 20.0 + 60.0 * torch.rand(NUM_SAMPLES + 1, generator=gen)
+    else:
+        y = torch.randint(0, 10, (NUM_SAMPLES + 1,), generator=gen)
+    n = NUM_SAMPLES
+    return SiteData(name, task, x[:n], y[:n], x[n:], y[n:])  # type: ignore[arg-type]
+
+
+def untrained(site: Site) -> LocalUpdate:
+    """What :meth:`Site.train` returns, without training: the round's global model's kept
+    coordinates (what a site uploads, minus the local steps)."""
+    plan = site.plan
+    assert plan is not None
+    return LocalUpdate(
+        values=plan.layout.flatten(site.model.state_dict()),
+        num_samples=site.data.num_samples,
+        mask_digest=plan.mask_digest,
+    )
+
+
+class PhaseProbe:
+    """Collects the runtime's step seconds and codec stats by round."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self.stats: dict[int, dict[str, CodecStats]] = defaultdict(dict)
+
+    def step(self, round_index: int, name: str, seconds: float, stats: CodecStats | None) -> None:
+        """Record one step (the runtime's :class:`~fedsparsify.clients.runtime.RoundProbe`)."""
+        self.seconds[round_index][name] += seconds
+        if stats is not None:
+            self.stats[round_index][name] = stats
+
+    def records(self, name: str, rounds: int) -> list[dict[str, Any]]:
+        """One record per round: the phases of its upload and of taking in its aggregate."""
+        out = []
+        for index in range(rounds):
+            steps, stats = self.seconds[index], self.stats[index]
+            encode, decode = stats.get("encode", CodecStats()), stats.get("decode", CodecStats())
+            # Taking the aggregate in is the next round's "begin" (or "finish" after the last).
+            take_in = self.seconds[index + 1].get("begin", 0.0) + steps.get("finish", 0.0)
+            phases = split_phases(steps, encode, decode, take_in)
+            own = sum(steps.get(k, 0.0) for k in ("train", "masks", "encode", "upload"))
+            other = steps.get("take_part", 0.0) - own - self._catch_up(index)
+            out.append(
+                {
+                    "client": name,
+                    "round": index,
+                    "n_kept": encode.values,
+                    "upload_bytes": encode.bytes,
+                    "download_bytes": decode.bytes,
+                    "phases": phases,
+                    "client_round_s": sum(phases.values()),
+                    # roster check, evaluation, state files, metrics report: not in the phases
+                    "other_s": max(0.0, other),
+                }
+            )
+        return out
+
+    def _catch_up(self, index: int) -> float:
+        """Seconds of round ``index``'s attempt spent taking in the previous aggregate."""
+        begin = self.seconds[index].get("begin", 0.0)
+        if index == 0:
+            return begin
+        prev = self.seconds[index - 1]
+        return prev.get("download", 0.0) + prev.get("decode", 0.0) + begin
 
 
 def split_phases(
-    select_s: float,
-    encode: Any,
-    upload_s: float,
-    download_s: float,
-    decode: Any,
-    scatter_s: float,
+    steps: dict[str, float], encode: CodecStats, decode: CodecStats, take_in: float
 ) -> dict[str, float]:
-    """Client phase seconds from the codec's stats: codec time outside its crypto phases
-    (headers, file writes; reading the header, dividing by the weight) goes to ``serialise``
-    and ``unpack`` so that the phases add up to the measured wall time."""
+    """Client phase seconds from the runtime's steps and the codec's stats: codec time outside
+    its crypto phases (headers, file writes; reading headers, dividing by the weight) goes to
+    ``serialise`` and ``unpack``, and so does writing the mean back into the model
+    (``take_in``, the platform's begin of the next round), so that the phases add up to the
+    measured wall time of those steps."""
     enc, dec = encode.phases, decode.phases
     return {
-        "mask_pack": select_s + enc.get("pack", 0.0),
-        "pairwise_mask": enc.get("mask", 0.0),
+        "mask_pack": steps.get("train", 0.0) + enc.get("pack", 0.0),
+        "pairwise_mask": steps.get("masks", 0.0) + enc.get("mask", 0.0),
         "encrypt": enc.get("encrypt", 0.0),
         "serialise": encode.seconds
         - enc.get("pack", 0.0)
         - enc.get("mask", 0.0)
         - enc.get("encrypt", 0.0),
-        "upload": upload_s,
-        "download": download_s,
+        "upload": steps.get("upload", 0.0),
+        "download": steps.get("download", 0.0),
         "deserialise": dec.get("deserialise", 0.0),
         "decrypt": dec.get("decrypt", 0.0),
-        "unpack": decode.seconds
-        - dec.get("deserialise", 0.0)
-        - dec.get("decrypt", 0.0)
-        + scatter_s,
+        "unpack": decode.seconds - dec.get("deserialise", 0.0) - dec.get("decrypt", 0.0) + take_in,
     }
 
 
-def _wait(what: str, ready: Any) -> Any:
-    deadline = time.monotonic() + WAIT_LIMIT_S
-    while True:
-        value = ready()
-        if value is not None:
-            return value
-        if time.monotonic() > deadline:
-            raise FedsparsifyError(f"gave up waiting for {what}")
-        time.sleep(POLL_S)
-
-
-def _round(api: AggregatorClient, fid: str, index: int) -> RoundStatus | None:
-    try:
-        return api.get_round(fid, index)
-    except NotFoundError:
-        return None
-
-
-def _key(job: ClientJob, keys: KeyRing, roster: Callable[[], Roster]) -> SecretContext:
-    """The key set as a real site gets it (dealer: create, publish, seal for every member once
-    all registered; others: open the dealer's signed envelope after its checks)."""
-    context = keys.context(roster)
-    if keys.creds.is_dealer:
-        members = _wait(
-            "every site to register",
-            lambda: r if len((r := roster()).members) >= job.n_clients else None,
-        )
-        keys.seal_pending(context, members)
-    return context
-
-
-def run_job(job: ClientJob, workload: Workload, scratch: Path, ready: Any) -> list[dict[str, Any]]:
+def run_job(job: ClientJob, warmed: set[str]) -> list[dict[str, Any]]:
     """Take part in every round of the job's federation; one record per round."""
-    fid = job.federation_id
-    layout = workload.layout(job.sparsity)
-    state = StateDir(scratch / f"state-{fid}")
-    identity = state.identity()
-    with AggregatorClient(job.url, timeout_s=600.0) as anon:
-        reg = anon.register(
-            fid,
-            enrollment_token=job.enrollment_token,
-            name=job.name,
-            identity=identity.public(),
-            num_samples=NUM_SAMPLES,
-        )
-    creds = Credentials(job.url, fid, reg.client_id, reg.token, reg.is_dealer, job.name)
-    records: list[dict[str, Any]] = []
-    with AggregatorClient(job.url, token=reg.token, timeout_s=600.0) as api:
+    if job.preset not in warmed:
+        _warm_up(job.preset)
+        warmed.add(job.preset)
+    probe = PhaseProbe()
 
-        def roster() -> Roster:
-            members = [Member.from_json(m) for m in api.list_clients(fid)]
-            return Roster(members, own_id=reg.client_id, peers=None, trust_all=True)
+    def load(shape: tuple[int, ...]) -> SiteData:
+        task = "regression" if len(shape) == 4 else "classification"
+        return site_data(job.name, task, shape, job.seed)
 
-        keys = KeyRing(
-            api=api, state=state, identity=identity, creds=creds, preset=job.preset, poll_s=POLL_S
-        )
-        ctx = _key(job, keys, roster)
-        codec = UpdateCodec(ctx, contributor=reg.client_id)
-        ready.put(("ready", job.name))
-        for index in range(job.rounds):
-            status = _wait(f"round {index}", lambda i=index: _round(api, fid, i))
-            started = time.perf_counter()
-            update = LocalUpdate(
-                values=layout.flatten(workload.state),
-                num_samples=NUM_SAMPLES,
-                mask_digest=layout.mask_digest,
-            )
-            select_s = time.perf_counter() - started
-            binding = RoundBinding(fid, index, status.attempt, status.participants_digest or "")
-            maskers = None
-            if job.masks:
-                mask_keys = roster().check_round(
-                    participants=status.participants,
-                    digest=status.participants_digest,
-                    weights=status.weights,
-                    spec=job.spec,
-                )
-                maskers = {
-                    "values": PairwiseMasker(
-                        own_id=reg.client_id,
-                        own_mask_private=identity.mask_private,
-                        mask_keys=mask_keys,
-                        binding=binding,
-                        channel="values",
-                    )
-                }
-            files, encode = codec.encode(
-                update,
-                weights={"values": status.weights[reg.client_id]},
-                binding=binding,
-                maskers=maskers,
-                scratch=scratch,
-            )
-            started = time.perf_counter()
-            api.upload(fid, index, "values", files["values"])
-            upload_s = time.perf_counter() - started
-            _wait(
-                f"round {index}'s aggregate",
-                lambda i=index: s if (s := _round(api, fid, i)) and s.aggregate_ready else None,
-            )
-            target = scratch / "aggregate-values.bin"
-            started = time.perf_counter()
-            download_bytes = api.download_aggregate(fid, index, "values", target)
-            download_s = time.perf_counter() - started
-            mean, decode = codec.decode({"values": target})
-            started = time.perf_counter()
-            layout.scatter(mean.mean, workload.state)
-            scatter_s = time.perf_counter() - started
-            phases = split_phases(select_s, encode, upload_s, download_s, decode, scatter_s)
-            records.append(
-                {
-                    "client": job.name,
-                    "round": index,
-                    "n_kept": layout.n_values,
-                    "upload_bytes": encode.bytes,
-                    "download_bytes": download_bytes,
-                    "phases": phases,
-                    "client_round_s": sum(phases.values()),
-                }
-            )
-            for path in (*files.values(), target):
-                path.unlink(missing_ok=True)
-    return records
+    runtime = ClientRuntime(
+        server=job.url,
+        federation_id=job.federation_id,
+        data_loader=load,
+        state_dir=job.state_dir,
+        enrollment_token=job.enrollment_token,
+        name=job.name,
+        poll_s=POLL_S,
+        peers=job.peers,
+        probe=probe,
+        train=untrained,
+    )
+    runtime.run(max_wait_s=WAIT_LIMIT_S)
+    return probe.records(job.name, job.rounds)
 
 
 def client_main(
@@ -237,29 +203,17 @@ def client_main(
     """Process entry point: run jobs until ``None``; report ``("done", name, records)`` or
     ``("error", name, message)`` for each."""
     logging.basicConfig(level=logging.WARNING)
-    cache: dict[tuple[str, int], Workload] = {}
-    with tempfile.TemporaryDirectory(prefix="fedsparsify-bench-site-") as tmp:
-        while (job := jobs.get()) is not None:
-            try:
-                key = (job.workload, job.seed)
-                if key not in cache:
-                    cache.clear()
-                    cache[key] = build_workload(job.workload, seed=job.seed)
-                _warm_up(job.preset)
-                records = run_job(job, cache[key], Path(tmp), results)
-                results.put(("done", job.name, records))
-            except Exception as exc:  # reported to the orchestrator, which stops the run
-                log.exception("site %s failed", job.name)
-                results.put(("error", job.name, f"{type(exc).__name__}: {exc}"))
-
-
-_warmed: set[str] = set()
+    warmed: set[str] = set()
+    while (job := jobs.get()) is not None:
+        try:
+            results.put(("done", job.name, run_job(job, warmed)))
+        except Exception as exc:  # reported to the orchestrator, which stops the run
+            log.exception("site %s failed", job.name)
+            results.put(("error", job.name, f"{type(exc).__name__}: {exc}"))
 
 
 def _warm_up(preset: str) -> None:
     """Encrypt and decrypt one chunk once per preset, so no round pays first-call costs."""
-    if preset in _warmed:
-        return
     import io
 
     import numpy as np
@@ -269,4 +223,3 @@ def _warm_up(preset: str) -> None:
     ctx = create_secret_context(preset)
     x = np.zeros(ctx.preset.values_per_ciphertext, dtype=np.float32)
     decrypt_sum(ctx, io.BytesIO(b"".join(encrypt_update(ctx, x, weight=1.0, mask_digest="w"))))
-    _warmed.add(preset)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["provenance"]
+__all__ = ["git_commit", "provenance"]
 
 
 def _git(*args: str) -> str | None:
@@ -46,3 +46,13 @@ def provenance(command: list[str] | None = None) -> dict[str, Any]:
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def git_commit() -> str:
+    """The commit of the source tree this package runs from (``+dirty`` with uncommitted
+    changes; ``unknown`` outside a git checkout)."""
+    commit = _git("rev-parse", "HEAD")
+    if commit is None:
+        return "unknown"
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return commit + ("+dirty" if status else "")

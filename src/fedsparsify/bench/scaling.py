@@ -30,12 +30,12 @@ from fedsparsify.crypto import (
 )
 from fedsparsify.errors import FedsparsifyError
 
-__all__ = ["measure_scaling"]
+__all__ = ["measure_scaling", "setup_federation"]
 
 NUM_SAMPLES = 100
 
 
-def _setup(
+def setup_federation(
     admin: AggregatorClient, k: int, preset: str, seed: int
 ) -> tuple[str, SecretContext, list[Registration]]:
     """A federation with ``k`` registered identities holding the key; the first is the dealer."""
@@ -104,7 +104,7 @@ def measure_scaling(
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="fedsparsify-bench-scaling-") as tmp:
         for k in counts:
-            fid, ctx, members = _setup(admin, k, preset, seed)
+            fid, ctx, members = setup_federation(admin, k, preset, seed)
             status = admin.start_round(fid)
             binding = RoundBinding(fid, 0, status.attempt, status.participants_digest or "")
             paths: list[tuple[Registration, Path]] = []

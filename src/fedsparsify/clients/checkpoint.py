@@ -149,9 +149,13 @@ def read_legacy_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        # torch's message runs to a dozen lines with terminal escapes: keep what names the cause.
+        lines = [ln.strip() for ln in str(exc).splitlines() if "Unsupported global" in ln]
+        cause = lines[0] if lines else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        cause = cause.replace("\x1b[1m", "").replace("\x1b[0m", "")
         raise DataError(
             f"{path} is a release-0.1 checkpoint that holds more than tensors and plain values, "
-            f"so it is not loaded (loading it could run code from the file): {exc}. Move it "
+            f"so it is not loaded (loading it could run code from the file): {cause}. Move it "
             "away to let this site start its model over; its credentials and keys stay valid"
         ) from exc
     if not isinstance(state, dict) or not isinstance(state.get("site"), dict):

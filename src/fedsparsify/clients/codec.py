@@ -30,7 +30,9 @@ from fedsparsify.crypto import (
     SecretContext,
     decrypt_sum,
     encrypt_update,
+    read_update,
 )
+from fedsparsify.crypto.parallel import FramePool
 from fedsparsify.errors import ConfigError
 from fedsparsify.platform.round_rules import VALUES, VOTES, round_to_grid
 from fedsparsify.platform.rounds import GlobalUpdate, LocalUpdate
@@ -43,21 +45,39 @@ class CodecStats:
     """Time and bytes spent in one direction of one round.
 
     ``phases``: seconds by crypto phase (``pack``, ``mask``, ``encrypt``, ``serialise`` when
-    encoding; ``deserialise``, ``decrypt`` when decoding), a part of ``seconds``.
+    encoding; ``deserialise``, ``decrypt`` when decoding), a part of ``seconds``. ``values``:
+    the values of the ``values`` channel.
     """
 
     seconds: float = 0.0
     bytes: int = 0
+    values: int = 0
     per_channel_bytes: dict[str, int] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)
 
 
 class UpdateCodec:
-    """Encrypts a site's update and decrypts a round's aggregate with one CKKS secret context."""
+    """Encrypts a site's update and decrypts a round's aggregate with one CKKS secret context.
 
-    def __init__(self, context: SecretContext, *, contributor: str) -> None:
+    ``pool``: worker processes for updates of at least ``pool_min_values`` values (smaller ones
+    stay in this process: see ``fedsparsify bench pool`` for where the pool starts to pay).
+    """
+
+    def __init__(
+        self,
+        context: SecretContext,
+        *,
+        contributor: str,
+        pool: FramePool | None = None,
+        pool_min_values: int = 0,
+    ) -> None:
         self.context = context
         self.contributor = contributor
+        self.pool = pool
+        self.pool_min_values = pool_min_values
+
+    def _pool_for(self, n_values: int) -> FramePool | None:
+        return self.pool if self.pool is not None and n_values >= self.pool_min_values else None
 
     def encode(
         self,
@@ -95,12 +115,14 @@ class UpdateCodec:
                     channel=channel,
                     masker=maskers[channel] if maskers is not None else None,
                     timings=stats.phases,
+                    pool=self._pool_for(int(vector.size)),
                 ):
                     out.write(chunk)
                     written += len(chunk)
             files[channel] = path
             stats.per_channel_bytes[channel] = written
             stats.bytes += written
+        stats.values = int(update.values.size)
         stats.seconds = time.perf_counter() - start
         return files, stats
 
@@ -113,17 +135,32 @@ class UpdateCodec:
         start = time.perf_counter()
         vectors: dict[str, np.ndarray] = {}
         digest = ""
+        voters = 0
         for channel, path in files.items():
             with path.open("rb") as fh:
-                header, total = decrypt_sum(self.context, fh, timings=stats.phases)
+                pool = self._pool_for(self._values_in(path))
+                header, total = decrypt_sum(self.context, fh, timings=stats.phases, pool=pool)
             vectors[channel] = round_to_grid(total / header.weight)
             if channel == VALUES:
                 digest = header.mask_digest
+                stats.values = header.n_values
+            if channel == VOTES:
+                voters = len(header.contributors)
             size = path.stat().st_size
             stats.per_channel_bytes[channel] = size
             stats.bytes += size
         stats.seconds = time.perf_counter() - start
         update = GlobalUpdate(
-            mean=vectors[VALUES], vote_fraction=vectors.get(VOTES), mask_digest=digest
+            mean=vectors[VALUES],
+            vote_fraction=vectors.get(VOTES),
+            mask_digest=digest,
+            contributors=voters,
         )
         return update, stats
+
+    def _values_in(self, path: Path) -> int:
+        """The value count an aggregate file announces (0 when no pool could be used)."""
+        if self.pool is None:
+            return 0
+        with path.open("rb") as fh:
+            return read_update(fh, expect_kind=None)[0].n_values

@@ -31,8 +31,9 @@ from fedsparsify.platform.masks import kept_count, prunable_shapes, sparsity, un
 from fedsparsify.platform.modelfile import ROUNDING_GRID, round_state, write_model_dir
 from fedsparsify.platform.models import build_model, count_trainable
 from fedsparsify.platform.predict import ModelGrid
-from fedsparsify.platform.rounds import Site, spec_digest
+from fedsparsify.platform.rounds import Site
 from fedsparsify.platform.spec import FederationSpec, parse_spec
+from fedsparsify.platform.spec_compat import matches_saved_digest
 from fedsparsify.platform.training import predict_outputs
 
 __all__ = ["export_model", "final_summary", "render_card"]
@@ -123,10 +124,10 @@ def _load_finished(
             "pass the federation's spec with --spec FILE (`fedsparsify federation show ID`)"
         )
     spec = parse_spec(raw, source=str(spec_file) if spec_file else "the saved spec")
-    legacy = "spec" not in checkpoint  # 0.1 hashed its own spec format: no digest to compare
-    if not legacy and spec_digest(spec) != site_state.get("spec_digest"):
+    verified = matches_saved_digest(spec, site_state.get("spec_digest"))  # 0.1's digest too
+    if not verified and "spec" in checkpoint:
         raise ConfigError(f"the spec does not match the one {state_dir} trained under")
-    checkpoint["spec_verified"] = not legacy
+    checkpoint["spec_verified"] = verified
     return checkpoint, spec, federation_id
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -98,12 +100,29 @@ class _Process:
         return "\n".join(lines[-n:])
 
 
-def _spawn(args: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _spawn(
+    args: list[str],
+    log_path: Path,
+    env: dict[str, str],
+    preexec: Callable[[], None] | None = None,
+) -> subprocess.Popen[bytes]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as out:
         return subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            preexec_fn=preexec,
         )
+
+
+def _fd_limit(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return apply
 
 
 @dataclass
@@ -145,11 +164,17 @@ def start_aggregator(
     tls_key: Path | None = None,
     ca: Path | None = None,
     log_level: str = "info",
+    database_url: str | None = None,
+    log_path: Path | None = None,
+    fd_limit: int | None = None,
 ) -> AggregatorProcess:
     """Start the aggregator and wait until ``/healthz`` answers.
 
     With ``tls_cert`` and ``tls_key`` it serves HTTPS (certificate valid for 127.0.0.1) and the
-    probe and :meth:`AggregatorProcess.admin` verify it against ``ca``."""
+    probe and :meth:`AggregatorProcess.admin` verify it against ``ca``. With ``database_url``
+    (PostgreSQL) several of them may share ``data_dir``: give each its own ``log_path``.
+    ``fd_limit`` caps the process's open files (soft and hard), as a small container or
+    ``ulimit -n`` would."""
     if (tls_cert is None) != (tls_key is None):
         raise ConfigError("TLS needs both a certificate and its key")
     port = port or free_port()
@@ -169,9 +194,11 @@ def start_aggregator(
     )
     if tls_cert is not None and tls_key is not None:
         args += ["--tls-cert", str(tls_cert), "--tls-key", str(tls_key)]
-    log_path = data_dir.parent / f"{data_dir.name}-aggregator.log"
+    if database_url is not None:  # in the environment, not on the command line (ps shows it)
+        env["FEDSPARSIFY_DATABASE_URL"] = database_url
+    log_path = log_path or data_dir.parent / f"{data_dir.name}-aggregator.log"
     proc = AggregatorProcess(
-        popen=_spawn(args, log_path, env),
+        popen=_spawn(args, log_path, env, _fd_limit(fd_limit) if fd_limit else None),
         log_path=log_path,
         url=url,
         admin_token=admin_token,

@@ -1,8 +1,12 @@
 """A typed httpx client for the aggregator's REST API.
 
-One method per operation; uploads and downloads stream; connection errors and 503 answers are
-retried with exponential backoff; every error answer is translated into the package's error
-tree through its JSON ``error`` code (a 409 ``mask_mismatch`` becomes
+One method per operation; uploads and downloads stream. Connection errors and 503 / 408
+answers are retried with exponential backoff, but only where a retry cannot do a thing twice:
+idempotent methods (GET, PUT, ...) and POSTs, which always carry a fresh ``Idempotency-Key``
+that their retries reuse, so the aggregator answers a retry of a request it already carried
+out with the first answer (the same client id and token for a registration, the same
+federation for a create) instead of doing it again. Every error answer is translated into the
+package's error tree through its JSON ``error`` code (a 409 ``mask_mismatch`` becomes
 :class:`~fedsparsify.errors.MaskMismatchError`), and transport failures become
 :class:`~fedsparsify.errors.TransportError`.
 
@@ -16,6 +20,8 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
+import secrets
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -35,6 +41,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _CHUNK = 1 << 16
+#: Methods a retry cannot turn into a second action.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+#: Answers that say "not now" rather than "no": retried.
+_RETRY_STATUSES = frozenset({408, 503})
 
 
 @dataclass(frozen=True)
@@ -148,9 +158,12 @@ class AggregatorClient:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _with_retries(self, what: str, call: Callable[[], T]) -> T:
+    def _with_retries(self, what: str, call: Callable[[], T], *, retry: bool = True) -> T:
+        """``call()``, retried on connection errors and 503 / 408 answers when ``retry`` (an
+        idempotent method, or a POST carrying an ``Idempotency-Key``)."""
         delay = self._backoff_s
-        for attempt in range(self._retries + 1):
+        retries = self._retries if retry else 0
+        for attempt in range(retries + 1):
             try:
                 return call()
             except (httpx.TransportError, _Retryable) as exc:
@@ -161,7 +174,7 @@ class AggregatorClient:
                         f"({tls.verify_message or tls}); if your own CA signed it, pass that CA "
                         "(--ca)"
                     ) from exc
-                if attempt == self._retries:
+                if attempt == retries:
                     if isinstance(exc, _Retryable):
                         raise exc.error from None
                     raise TransportError(
@@ -180,12 +193,23 @@ class AggregatorClient:
         raise AssertionError("unreachable")
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One logical request: a POST gets one ``Idempotency-Key`` that every retry reuses;
+        other methods that are not idempotent are never retried."""
+        headers = dict(kwargs.pop("headers", None) or {})
+        if method == "POST":
+            headers.setdefault("Idempotency-Key", secrets.token_urlsafe(18))
+        keyed = "Idempotency-Key" in headers
+
         def call() -> httpx.Response:
-            response = self._http.request(method, path, **kwargs)
+            response = self._http.request(method, path, headers=headers, **kwargs)
             _raise_for_error(response)
+            if response.headers.get("Idempotent-Replayed") == "true":
+                log.info(
+                    "%s %s: the aggregator had done this already; its first answer", method, path
+                )
             return response
 
-        return self._with_retries(f"{method} {path}", call)
+        return self._with_retries(f"{method} {path}", call, retry=method in _IDEMPOTENT or keyed)
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._request(method, path, **kwargs)
@@ -329,15 +353,21 @@ class AggregatorClient:
         )
 
     def upload(self, federation_id: str, index: int, channel: str, source: Path) -> dict[str, Any]:
-        """Stream an encrypted-update file; retried from its start on connection errors."""
+        """Stream an encrypted-update file (its size declared, so that an aggregator that
+        refuses it by size answers before a byte is sent); retried from its start on
+        connection errors."""
         path = f"/v1/federations/{federation_id}/rounds/{index}/updates/{channel}"
 
         def call() -> httpx.Response:
             with source.open("rb") as fh:
+                size = os.fstat(fh.fileno()).st_size  # declared: a refusal by size is at once
                 response = self._http.put(
                     path,
                     content=_file_chunks(fh),
-                    headers={"Content-Type": "application/octet-stream"},
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Length": str(size),
+                    },
                 )
             _raise_for_error(response)
             return response
@@ -404,7 +434,7 @@ def _tls_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
 
 
 class _Retryable(Exception):
-    """A 503 answer: retried, then raised as the translated error."""
+    """A 503 or 408 answer: retried, then raised as the translated error."""
 
     def __init__(self, error: FedsparsifyError) -> None:
         super().__init__(str(error))
@@ -431,6 +461,6 @@ def _raise_for_error(response: httpx.Response) -> None:
         )
     else:
         error = cls(detail)
-    if response.status_code == 503:
+    if response.status_code in _RETRY_STATUSES:
         raise _Retryable(error)
     raise error

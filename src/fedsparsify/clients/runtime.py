@@ -13,6 +13,15 @@ A site acts only with peers it confirmed (``peers``, from ``--peers FILE``), unl
 ``trust_aggregator_roster`` is set (for trying things out; logged loudly). Without either it
 stops after registering and says which fingerprints to confirm. Key distribution:
 :mod:`fedsparsify.clients.keyring`; trust checks: :mod:`fedsparsify.clients.roster`.
+
+With ``crypto_workers`` (``--crypto-workers``), updates of at least
+``crypto_workers_min_values`` values are encrypted and decrypted in that many worker processes
+(off by default: on a 2-core machine it pays only for large updates, see ``fedsparsify bench
+pool``).
+
+Hooks, for benchmarks: a :class:`RoundProbe` hears how long each step of a round took (the
+codec's crypto phases included), and ``train`` can stand in for :meth:`Site.train`, so that the
+round the benchmark times is the one users run, without training in it.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -34,6 +43,7 @@ from fedsparsify.clients.roster import Member, Peers, Roster, peers_line
 from fedsparsify.clients.site_log import SiteLog
 from fedsparsify.clients.state import Credentials, StateDir
 from fedsparsify.crypto import PairwiseMasker, RoundBinding
+from fedsparsify.crypto.parallel import FramePool
 from fedsparsify.errors import (
     ConfigError,
     ConflictError,
@@ -50,9 +60,27 @@ from fedsparsify.platform.round_rules import VALUES, VOTES, vote_weight
 from fedsparsify.platform.rounds import GlobalUpdate, LocalUpdate, Site
 from fedsparsify.platform.spec import FederationSpec
 
-__all__ = ["ClientRuntime", "RoundReport"]
+__all__ = ["STEPS", "ClientRuntime", "RoundProbe", "RoundReport"]
 
 log = logging.getLogger(__name__)
+
+
+#: Updates from this many values up go to the crypto worker processes, when there are any.
+DEFAULT_POOL_MIN_VALUES = 128 * 4096
+
+#: Steps a :class:`RoundProbe` hears about: ``take_part`` (a whole round attempt, waiting
+#: excluded), ``begin`` (the platform takes in the previous aggregate and decides the mask),
+#: ``download`` and ``decode`` (an aggregate, of round ``round_index``), ``train``, ``masks``
+#: (pairwise maskers), ``encode`` and ``upload``, ``finish`` (taking in the last aggregate).
+STEPS = ("take_part", "begin", "download", "decode", "train", "masks", "encode", "upload", "finish")
+
+
+class RoundProbe(Protocol):
+    """Hears the seconds each step took (``stats``: the codec's, for ``encode``/``decode``)."""
+
+    def step(self, round_index: int, name: str, seconds: float, stats: CodecStats | None) -> None:
+        """One step of round ``round_index`` is done."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -80,6 +108,10 @@ class ClientRuntime:
         peers: Path | None = None,
         trust_aggregator_roster: bool = False,
         on_round: Callable[[RoundReport], None] | None = None,
+        probe: RoundProbe | None = None,
+        train: Callable[[Site], LocalUpdate] | None = None,
+        crypto_workers: int = 0,
+        crypto_workers_min_values: int = DEFAULT_POOL_MIN_VALUES,
     ) -> None:
         self.state = StateDir(state_dir)
         self.identity = self.state.identity()
@@ -88,6 +120,10 @@ class ClientRuntime:
         self.peers_file = peers
         self.trust_all = trust_aggregator_roster
         self.on_round = on_round
+        self.probe = probe
+        self._train = train or Site.train
+        self._workers = (crypto_workers, crypto_workers_min_values)
+        self._pool: FramePool | None = None
         self._anon = AggregatorClient(server, verify=verify)
         saved = self.state.credentials
         if saved is None:
@@ -149,6 +185,15 @@ class ClientRuntime:
         """The federation this site takes part in."""
         return self.creds.federation_id
 
+    def _timed(
+        self, index: int, name: str, started: float, stats: CodecStats | None = None
+    ) -> float:
+        """Tell the probe that step ``name`` took since ``started``; return now."""
+        now = time.perf_counter()
+        if self.probe is not None:
+            self.probe.step(index, name, now - started, stats)
+        return now
+
     # -- joining and trust ----------------------------------------------------------------
 
     def _register(self, server: str, federation_id: str, enrollment_token: str) -> Credentials:
@@ -198,13 +243,33 @@ class ClientRuntime:
                 self.view.waiting_for_key()
             context = self.keys.context(self.roster)
             log.info("%s: CKKS key set %s", self.name, context.digest)
-            self._codec = UpdateCodec(context, contributor=self.creds.client_id)
+            workers, min_values = self._workers
+            if workers > 0:
+                self._pool = FramePool(context, workers=workers)
+            self._codec = UpdateCodec(
+                context,
+                contributor=self.creds.client_id,
+                pool=self._pool,
+                pool_min_values=min_values,
+            )
         return self._codec
+
+    def close(self) -> None:
+        """Stop the crypto worker processes, if any."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     # -- rounds ---------------------------------------------------------------------------
 
     def run(self, *, max_wait_s: float | None = None) -> list[RoundReport]:
         """Take part in rounds until the federation completes or fails; returns the reports."""
+        try:
+            return self._run(max_wait_s)
+        finally:
+            self.close()
+
+    def _run(self, max_wait_s: float | None) -> list[RoundReport]:
         self._require_peers()
         codec = self._ensure_codec()
         reports: list[RoundReport] = []
@@ -267,7 +332,9 @@ class ClientRuntime:
                 if previous is not None:
                     metrics["download_bytes"] = float(stats.bytes)
                     metrics["decrypt_s"] = stats.seconds
+            started = time.perf_counter()
             self.site.begin_round(index, previous)
+            self._timed(index, "begin", started)
         return metrics
 
     def _download(self, index: int) -> tuple[GlobalUpdate | None, CodecStats]:
@@ -276,11 +343,14 @@ class ClientRuntime:
         if status.state != "closed":
             return None, CodecStats()
         files: dict[str, Path] = {}
+        started = time.perf_counter()
         for channel in status.channels:
             target = self.state.scratch(f"aggregate-{index}-{channel}.bin")
             self.api.download_aggregate(self.federation_id, index, channel, target)
             files[channel] = target
+        started = self._timed(index, "download", started)
         update, stats = codec.decode(files)
+        self._timed(index, "decode", started, stats)
         for path in files.values():
             path.unlink(missing_ok=True)
         return update, stats
@@ -302,8 +372,8 @@ class ClientRuntime:
         metrics["sparsity"] = plan.sparsity
         metrics["n_values"] = float(plan.n_values)
         start = time.perf_counter()
-        update = self.site.train()
-        metrics["train_s"] = time.perf_counter() - start
+        update = self._train(self.site)
+        metrics["train_s"] = self._timed(index, "train", start) - start
         metrics.update({f"train_{k}": v for k, v in update.metrics.items()})
         arrays: dict[str, np.ndarray] = {
             "values": update.values,
@@ -318,6 +388,12 @@ class ClientRuntime:
         return update
 
     def _take_part(self, status: RoundStatus) -> RoundReport:
+        started = time.perf_counter()
+        report = self._attempt(status)
+        self._timed(status.index, "take_part", started)
+        return report
+
+    def _attempt(self, status: RoundStatus) -> RoundReport:
         index, attempt = status.index, status.attempt
         roster = self.roster()
         mask_keys = roster.check_round(
@@ -348,7 +424,7 @@ class ClientRuntime:
             # The round moved on meanwhile (closed, or a new attempt began): the next poll sees
             # its new state, and this site takes part in the new attempt if it is in it.
             log.warning("%s: upload to round %d refused: %s", self.name, index, exc)
-        metrics["upload_s"] = time.perf_counter() - start
+        metrics["upload_s"] = self._timed(index, "upload", start) - start
         self._done.add((index, attempt))
         metrics["round_s"] = time.perf_counter() - started
         if attempt == 0:
@@ -377,6 +453,7 @@ class ClientRuntime:
         if VOTES in status.channels:
             weights[VOTES] = vote_weight(len(status.participants))
         maskers = None
+        started = time.perf_counter()
         if self.spec.pairwise_masks:
             maskers = {
                 ch: PairwiseMasker(
@@ -388,6 +465,7 @@ class ClientRuntime:
                 )
                 for ch in weights
             }
+        started = self._timed(index, "masks", started)
         files, stats = codec.encode(
             update,
             weights=weights,
@@ -395,6 +473,7 @@ class ClientRuntime:
             maskers=maskers,
             scratch=self.state.scratch(""),
         )
+        self._timed(index, "encode", started, stats)
         for channel, path in files.items():
             sent[channel] = self.state.keep_sent(path, index, attempt, channel)
         return sent, stats
@@ -415,7 +494,9 @@ class ClientRuntime:
         previous, _stats = self._download(last)
         if previous is None:
             return None
+        started = time.perf_counter()
         mask = self.site.finish(previous)
+        self._timed(last, "finish", started)
         metrics = {f"final_val_{k}": v for k, v in self.site.evaluate().items()}
         metrics["final_sparsity"] = sparsity(mask)
         summary = final_summary(

@@ -18,7 +18,8 @@ input is translated into :mod:`fedsparsify.errors` (tests check it).
 
 Choosing ``lean`` (TenSEAL 0.3.18, SEAL 4.3, one thread, 1M kept values, 10 clients of
 N(0, 0.05) with sample-count weights summing to 1; ``benchmarks/crypto_costs.py``, its
-``--candidates`` flag adds the N=2048 row)::
+``--candidates`` flag adds the N=2048 row; measured with wire format 2, SEAL's own
+serialisation, before frames were bit-packed: format 3 brings lean to 5.02 bytes per value)::
 
     set                             bytes/kept  client µs/kept  max error, 10-client sum
     lean: N=4096 [40, 20] 2^32      6.06        0.22-0.39       5.6e-7
@@ -38,7 +39,11 @@ Value range: |x| <= 32 per client (``PRESETS["lean"].max_abs_value``; derivation
 Precision budget: max absolute error <= 3e-7 · sqrt(K) on a sum of K updates, i.e. <= 1e-6 for
 10 clients (measured: std 3.4e-8 · sqrt(K), max 5.6e-7 over 1M values at K=10, 1.6e-6 at
 K=100), independent of the values' size; divide by the sum of weights for the average (and its
-error). Sums are not seeded: an aggregate is twice the size of a seeded upload (12 bytes/value).
+error). Frames are bit-packed at the residues' width (:mod:`.frames`): a seeded lean upload is
+40 bits per coefficient plus the 65-byte seed record, 5.02 bytes per value; an aggregate of K
+seeded uploads is their summed c0 plus K seed records (the site rebuilds the second polynomial
+from them), 5.0 + 0.016·K bytes per value, written as a full ciphertext (10 bytes per value)
+only beyond K = 315, where that is smaller.
 
 Security notes. Clients share one CKKS key, so pairwise masks (:mod:`.pairwise`) are what keeps
 an individual update, and even the sum, from a holder of the key: an aggregator colluding with

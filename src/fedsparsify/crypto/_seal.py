@@ -32,14 +32,16 @@ import tenseal.sealapi as sealapi
 import zstandard
 
 __all__ = [
+    "PRNG_RECORD_BYTES",
     "SEAL_ERRORS",
     "SEAL_HEADER",
     "SEAL_MAGIC",
-    "PlaintextParts",
+    "CiphertextParts",
+    "ciphertext_bytes",
+    "ciphertext_parts",
     "load_ciphertext",
-    "load_plaintext",
     "load_secret_key",
-    "plaintext_coefficients",
+    "plaintext_data",
     "save_secret_key",
     "save_to_bytes",
     "seal_header_ok",
@@ -65,6 +67,13 @@ SEAL_MAGIC = 0xA15E
 _COMPR_NONE, _COMPR_ZLIB, _COMPR_ZSTD = 0, 1, 2
 #: A Plaintext's members before its DynArray: parms_id (4 x u64), coeff_count (u64), scale (f64).
 _PLAINTEXT_MEMBERS = struct.Struct("<4QQd")
+#: A Ciphertext's members before its DynArray: parms_id (4 x u64), is_ntt_form (u8), size,
+#: poly_modulus_degree, coeff_modulus_size (u64 each), scale (f64), correction_factor (u64).
+_CIPHERTEXT_MEMBERS = struct.Struct("<4QBQQQdQ")
+#: What travels of a seeded ciphertext's second polynomial: PRNG type (u8) and 64-byte seed.
+PRNG_RECORD_BYTES = 65
+#: The same record as SEAL saves it, behind its own serialization header.
+PRNG_INFO_BYTES = 16 + PRNG_RECORD_BYTES
 _U64 = struct.Struct("<Q")
 
 _BASE_DIR = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
@@ -184,38 +193,137 @@ def seal_header_ok(data: bytes) -> bool:
     )
 
 
-def _body(data: bytes) -> tuple[tuple[int, ...], bytes]:
-    """SEAL header fields and the decompressed members of a saved object."""
+def _body(data: bytes, max_raw: int) -> tuple[tuple[int, ...], bytes]:
+    """SEAL header fields and the decompressed members of a saved object (at most ``max_raw``
+    bytes once inflated: a compression bomb is refused, not inflated)."""
     if not seal_header_ok(data):
         raise ValueError("not a SEAL object")
     fields = SEAL_HEADER.unpack_from(data)
-    raw = data[SEAL_HEADER.size :]
+    raw = bytes(data[SEAL_HEADER.size :])
     compr = fields[4]
     if compr == _COMPR_ZSTD:
-        raw = zstandard.ZstdDecompressor().decompress(raw, max_output_size=1 << 28)
+        raw = zstandard.ZstdDecompressor().decompress(raw, max_output_size=max_raw)
     elif compr == _COMPR_ZLIB:
-        raw = zlib.decompress(raw)
+        inflate = zlib.decompressobj()
+        raw = inflate.decompress(raw, max_raw)
+        if inflate.unconsumed_tail or not inflate.eof:
+            raise ValueError("compressed SEAL object inflates past its bound or is cut")
+    if len(raw) > max_raw:
+        raise ValueError("SEAL object larger than its bound")
     return fields, raw
 
 
-@dataclass
-class PlaintextParts:
-    """A plaintext's serialisation cut open: SEAL version, the members before its data, and a
-    writable copy of its coefficients (RNS order: N per prime)."""
+@dataclass(frozen=True)
+class CiphertextParts:
+    """A ciphertext's serialisation cut open (SEAL 4.x ``Ciphertext::save_members``).
+
+    ``data``: the residues as SEAL stores them (RNS order, N per prime, polynomial by
+    polynomial): all ``size`` polynomials, or for a seeded ciphertext only the first one, its
+    second then being ``prng``: the 65-byte PRNG record (type byte, 64-byte seed) it expands
+    from. sealapi has no write access to polynomial data, so a ciphertext is built by writing
+    such parts back as SEAL bytes (:func:`ciphertext_bytes`) and loading them, which SEAL checks.
+    """
 
     version: tuple[int, int]
-    prefix: bytes
-    coefficients: np.ndarray
+    parms_id: tuple[int, int, int, int]
+    ntt_form: bool
+    size: int
+    poly_modulus_degree: int
+    coeff_modulus_size: int
+    scale: float
+    correction_factor: int
+    data: np.ndarray
+    prng: bytes | None
 
 
-def plaintext_coefficients(pt: Any) -> PlaintextParts:
-    """A ``sealapi.Plaintext``'s serialisation cut open (see :class:`PlaintextParts`).
+def ciphertext_parts(data: bytes, max_raw: int) -> CiphertextParts:
+    """Cut a saved ciphertext open (see :class:`CiphertextParts`); ``ValueError`` for any
+    layout other than SEAL 4.x's, for counts that do not match the members, or for bytes
+    that inflate past ``max_raw``."""
+    fields, body = _body(data, max_raw)
+    if len(body) < _CIPHERTEXT_MEMBERS.size + SEAL_HEADER.size + _U64.size:
+        raise ValueError("SEAL ciphertext too short")
+    parms = _CIPHERTEXT_MEMBERS.unpack_from(body)
+    size, n, k = parms[5], parms[6], parms[7]
+    at = _CIPHERTEXT_MEMBERS.size
+    inner = SEAL_HEADER.unpack_from(body, at)
+    (count,) = _U64.unpack_from(body, at + SEAL_HEADER.size)
+    start = at + SEAL_HEADER.size + _U64.size
+    full = size * n * k
+    if inner[0] != SEAL_MAGIC or parms[4] not in (0, 1) or count not in (full, n * k):
+        raise ValueError("unexpected SEAL ciphertext layout")
+    end = start + 8 * count
+    prng: bytes | None = None
+    if count == full and len(body) == end:
+        pass
+    elif count == n * k and size == 2 and len(body) == end + PRNG_INFO_BYTES:
+        info = SEAL_HEADER.unpack_from(body, end)
+        if info[0] != SEAL_MAGIC or info[6] != PRNG_INFO_BYTES or info[4] != _COMPR_NONE:
+            raise ValueError("unexpected SEAL PRNG record")
+        prng = bytes(body[end + SEAL_HEADER.size :])
+    else:
+        raise ValueError("SEAL ciphertext length does not match its members")
+    return CiphertextParts(
+        version=(fields[2], fields[3]),
+        parms_id=(parms[0], parms[1], parms[2], parms[3]),
+        ntt_form=bool(parms[4]),
+        size=size,
+        poly_modulus_degree=n,
+        coeff_modulus_size=k,
+        scale=parms[8],
+        correction_factor=parms[9],
+        data=np.frombuffer(body, dtype="<u8", count=count, offset=start),
+        prng=prng,
+    )
 
-    sealapi offers no write access to polynomial data, so a plaintext is changed by editing its
-    serialisation (SEAL 4.x: parms_id, coeff_count, scale, then a DynArray of u64) and loading it
-    back with :func:`load_plaintext`, which SEAL validates (every coefficient below its prime).
-    """
-    fields, body = _body(save_to_bytes(pt))
+
+def ciphertext_bytes(parts: CiphertextParts) -> bytes:
+    """SEAL bytes (uncompressed) of :class:`CiphertextParts`, for :func:`load_ciphertext`."""
+    major, minor = parts.version
+    data = np.ascontiguousarray(parts.data, dtype="<u8")
+    array = SEAL_HEADER.pack(
+        SEAL_MAGIC,
+        SEAL_HEADER.size,
+        major,
+        minor,
+        _COMPR_NONE,
+        0,
+        SEAL_HEADER.size + _U64.size + data.nbytes,
+    )
+    pieces = [
+        _CIPHERTEXT_MEMBERS.pack(
+            *parts.parms_id,
+            int(parts.ntt_form),
+            parts.size,
+            parts.poly_modulus_degree,
+            parts.coeff_modulus_size,
+            parts.scale,
+            parts.correction_factor,
+        ),
+        array,
+        _U64.pack(data.size),
+        data.tobytes(),
+    ]
+    if parts.prng is not None:
+        if len(parts.prng) != PRNG_RECORD_BYTES:
+            raise ValueError(f"a PRNG record is {PRNG_RECORD_BYTES} bytes")
+        info = SEAL_HEADER.pack(
+            SEAL_MAGIC, SEAL_HEADER.size, major, minor, _COMPR_NONE, 0, PRNG_INFO_BYTES
+        )
+        pieces += [info, parts.prng]
+    body = b"".join(pieces)
+    header = SEAL_HEADER.pack(
+        SEAL_MAGIC, SEAL_HEADER.size, major, minor, _COMPR_NONE, 0, SEAL_HEADER.size + len(body)
+    )
+    return header + body
+
+
+def plaintext_data(pt: Any) -> np.ndarray:
+    """The coefficients of a ``sealapi.Plaintext`` (RNS order: N per prime), read off its
+    serialisation (sealapi offers no array access)."""
+    data = save_to_bytes(pt)
+    fields, body = _body(data, 64 + 16 * len(data) + (1 << 20))
+    del fields
     at = _PLAINTEXT_MEMBERS.size
     coeff_count = _PLAINTEXT_MEMBERS.unpack_from(body)[4]
     inner_magic = SEAL_HEADER.unpack_from(body, at)[0]
@@ -223,19 +331,4 @@ def plaintext_coefficients(pt: Any) -> PlaintextParts:
     start = at + SEAL_HEADER.size + _U64.size
     if inner_magic != SEAL_MAGIC or count != coeff_count or len(body) != start + 8 * count:
         raise ValueError("unexpected SEAL plaintext layout")
-    coefficients = np.frombuffer(body, dtype="<u8", offset=start).copy()
-    return PlaintextParts((fields[2], fields[3]), body[:start], coefficients)
-
-
-def load_plaintext(seal_context: Any, parts: PlaintextParts) -> Any:
-    """A ``sealapi.Plaintext`` from (edited) :class:`PlaintextParts`, saved uncompressed."""
-    body = parts.prefix + np.ascontiguousarray(parts.coefficients, dtype="<u8").tobytes()
-    major, minor = parts.version
-    header = SEAL_HEADER.pack(
-        SEAL_MAGIC, SEAL_HEADER.size, major, minor, _COMPR_NONE, 0, SEAL_HEADER.size + len(body)
-    )
-    scratch = _scratch()
-    scratch.write(header + body)
-    pt = sealapi.Plaintext()
-    pt.load(seal_context, scratch.path)
-    return pt
+    return np.frombuffer(body, dtype="<u8", offset=start).astype(np.uint64)

@@ -27,16 +27,19 @@ import numpy as np
 
 from fedsparsify.crypto._seal import (
     SEAL_ERRORS,
+    SEAL_HEADER,
+    ciphertext_bytes,
+    ciphertext_parts,
     load_ciphertext,
-    load_plaintext,
     load_secret_key,
-    plaintext_coefficients,
+    plaintext_data,
     save_secret_key,
     save_to_bytes,
     seal_header_ok,
     sealapi,
     ts,
 )
+from fedsparsify.crypto.frames import RingCodec, RingFrame
 from fedsparsify.crypto.presets import PRESETS, CkksPreset, check_security, get_preset
 from fedsparsify.errors import (
     CryptoError,
@@ -47,6 +50,7 @@ from fedsparsify.errors import (
 )
 
 __all__ = [
+    "FrameForm",
     "PublicContext",
     "SecretContext",
     "Timings",
@@ -77,8 +81,24 @@ def add_time(timings: Timings | None, phase: str, started: float) -> float:
     return now
 
 
-#: A decoded frame: a ``sealapi.Ciphertext`` or, for the plaintext preset, a float64 vector.
+#: A decoded frame: a :class:`~fedsparsify.crypto.frames.RingFrame` or, for the plaintext
+#: preset, a float64 vector.
 Frame = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameForm:
+    """How a stream's frame payloads are encoded (from its header).
+
+    ``encoding``: ``seal`` (SEAL's own serialisation, wire formats 1 and 2; float32 for the
+    plaintext preset), ``packed`` (bit-packed residues, format 3) or ``float32``. ``seeds``:
+    PRNG records per packed frame (0: full form). ``seal_check``: also load a packed frame
+    through SEAL (a second, independent check of what the codec already checked).
+    """
+
+    encoding: str = "seal"
+    seeds: int = 0
+    seal_check: bool = False
 
 
 def resolve_preset(preset: CkksPreset | str) -> CkksPreset:
@@ -180,8 +200,16 @@ class PublicContext:
             self._parms_id = list(self._seal.first_parms_id())
             first = self._seal.first_context_data().parms()
             self.moduli: tuple[int, ...] = tuple(int(m.value()) for m in first.coeff_modulus())
+            self.ring: RingCodec | None = RingCodec(
+                self.moduli,
+                preset.poly_modulus_degree,
+                parms_id=self._parms_id,
+                scale=preset.scale,
+                version=self._seal_version(),
+            )
         else:
             self.moduli = ()
+            self.ring = None
 
     @classmethod
     def from_bytes(cls, data: bytes) -> PublicContext:
@@ -205,8 +233,24 @@ class PublicContext:
 
     # Frame operations used by the wire reader, the sum and decryption (package-internal).
 
-    def _load_frame(self, payload: bytes, n_values: int) -> Frame:
+    def _seal_version(self) -> tuple[int, int]:
+        """SEAL's serialization version, read off an encryption of zero under the public key."""
+        try:
+            ct = sealapi.Ciphertext()
+            sealapi.Encryptor(self._seal, self._tenseal.public_key().data).encrypt_zero(ct)
+            fields = SEAL_HEADER.unpack_from(save_to_bytes(ct))
+        except SEAL_ERRORS as exc:
+            raise CryptoError(f"cannot encrypt under the public key: {exc}") from exc
+        return int(fields[2]), int(fields[3])
+
+    def _codec(self) -> RingCodec:
+        if self.ring is None:
+            raise CryptoError("the plaintext preset has no ciphertext frames")
+        return self.ring
+
+    def _load_frame(self, payload: bytes, n_values: int, form: FrameForm | None = None) -> Frame:
         """Load and check one frame holding ``n_values`` values; typed wire errors otherwise."""
+        form = form or FrameForm()
         if not self.preset.encrypted:
             if len(payload) != 4 * n_values:
                 raise ParameterMismatchError(
@@ -216,10 +260,30 @@ class PublicContext:
             if not np.isfinite(values).all():
                 raise MalformedStreamError("plaintext frame holds NaN or infinite values")
             return values
+        ring = self._codec()
+        if form.encoding == "packed":
+            tail = n_values if n_values < self.preset.values_per_ciphertext else 0
+            frame = ring.unpack(payload, form.seeds, tail)
+            if form.seal_check and not tail:
+                self._load_ciphertext(self._first_ciphertext(frame))
+            return frame
         if not seal_header_ok(payload):
             raise MalformedStreamError("frame is not a SEAL ciphertext (bad SEAL header)")
+        self._load_ciphertext(payload)
+        return ring.from_seal(payload)
+
+    def _first_ciphertext(self, frame: RingFrame) -> bytes:
+        """SEAL bytes of (c0, c1) or of (c0, the first seed's expansion)."""
+        ring = self._codec()
+        if frame.c1 is not None:
+            return ring.to_seal(frame.c0, c1=frame.c1)
+        return ring.to_seal(frame.c0, seed=frame.seeds[0])
+
+    def _load_ciphertext(self, data: bytes) -> Any:
+        """A ``sealapi.Ciphertext`` loaded and checked by SEAL, then by us (level, size, scale,
+        NTT form, not transparent)."""
         try:
-            ct = load_ciphertext(self._seal, payload)
+            ct = load_ciphertext(self._seal, data)
         except SEAL_ERRORS as exc:
             if "I/O error" in str(exc) or "stream" in str(exc):
                 raise MalformedStreamError(f"unreadable ciphertext frame: {exc}") from exc
@@ -240,24 +304,66 @@ class PublicContext:
         return ct
 
     def _add_frames(self, acc: Frame, other: Frame) -> Frame:
-        """``acc + other``, in place where possible."""
+        """``acc + other``."""
         if not self.preset.encrypted:
             acc += other
             return acc
-        try:
-            self._evaluator.add_inplace(acc, other)
-        except SEAL_ERRORS as exc:
-            raise ParameterMismatchError(f"ciphertexts cannot be added: {exc}") from exc
-        return acc
+        result: Frame = self._codec().add(acc, other)
+        return result
 
-    def _dump_frame(self, frame: Frame) -> bytes:
-        """The payload bytes of a frame."""
+    def _expand(self, frame: RingFrame) -> RingFrame:
+        """``frame`` in full form: every seed record expanded (by SEAL) and added into c1 (in
+        coefficient form for a tail frame)."""
+        ring = self._codec()
+        c1 = frame.c1
+        for seed in frame.seeds:
+            ct = self._load_ciphertext(ring.to_seal(ring.zero, seed=seed))
+            a = self._polys(ct, ntt_form=not frame.tail)[1]
+            c1 = a if c1 is None else ring.add_poly(c1, a)
+        return RingFrame(frame.c0, c1, (), frame.tail)
+
+    def _polys(self, ct: Any, *, ntt_form: bool = True) -> np.ndarray:
+        """(2, k, N) residues of a loaded ciphertext, transformed to coefficient form first
+        unless ``ntt_form`` (it is changed in place)."""
+        ring = self._codec()
+        try:
+            if not ntt_form:
+                self._evaluator.transform_from_ntt_inplace(ct)
+            parts = ciphertext_parts(save_to_bytes(ct), 256 + 32 * ring.poly_bytes)
+        except SEAL_ERRORS as exc:
+            raise CryptoError(f"cannot read a ciphertext back: {exc}") from exc
+        return parts.data.reshape(-1, *ring.shape).astype(np.uint64)
+
+    def _ntt(self, poly: np.ndarray, *, forward: bool) -> np.ndarray:
+        """SEAL's NTT (``forward``) or inverse NTT of one (k, N) polynomial, done by SEAL's
+        evaluator on a ciphertext (poly, 1): it refuses to transform a transparent one."""
+        ring = self._codec()
+        try:
+            data = ring.to_seal(poly, c1=np.ones(ring.shape, np.uint64), ntt_form=not forward)
+            ct = load_ciphertext(self._seal, data)
+            if forward:
+                self._evaluator.transform_to_ntt_inplace(ct)
+            else:
+                self._evaluator.transform_from_ntt_inplace(ct)
+        except SEAL_ERRORS as exc:
+            raise CryptoError(f"cannot transform a polynomial: {exc}") from exc
+        result: np.ndarray = self._polys(ct)[0]
+        return result
+
+    def _dump_frame(self, frame: Frame, seeds: int = 0, payload: str = "packed") -> bytes:
+        """The payload bytes of a frame: float32, or packed with ``seeds`` records (0: full
+        form, seeds expanded first), or for ``payload="seal"`` (wire format 2) SEAL bytes."""
         if not self.preset.encrypted:
             return np.asarray(frame, dtype="<f4").tobytes()
-        try:
-            return save_to_bytes(frame)
-        except SEAL_ERRORS as exc:
-            raise CryptoError(f"cannot serialise a ciphertext: {exc}") from exc
+        if seeds == 0 and frame.seeds:
+            frame = self._expand(frame)
+        if payload == "seal":
+            if frame.tail or frame.c1 is None:
+                raise CryptoError("a tail frame has no wire format 2 encoding")
+            return self._codec().to_seal(frame.c0, c1=frame.c1)
+        elif seeds != len(frame.seeds) or (seeds and frame.c1 is not None):
+            raise CryptoError(f"a frame with {len(frame.seeds)} seeds cannot be written as {seeds}")
+        return self._codec().pack(frame)
 
 
 class SecretContext:
@@ -352,12 +458,13 @@ class SecretContext:
         mask: np.ndarray | None = None,
     ) -> bytes:
         """Encrypt (or, for plaintext, encode) one chunk of at most ``values_per_ciphertext``
-        float64 values, already weighted and range-checked.
+        float64 values, already weighted and range-checked; the frame's packed payload.
 
-        ``mask``: residues (N per ciphertext prime, RNS order) added to the NTT-form plaintext
-        before encryption (:mod:`fedsparsify.crypto.pairwise`). With ``timings``, seconds are
-        added to its ``pack`` (slot layout), ``encrypt`` (CKKS encode and encrypt), ``mask``
-        and ``serialise`` (SEAL save) entries.
+        ``mask``: residues (N per ciphertext prime, RNS order) added to c0 modulo each prime
+        (:mod:`fedsparsify.crypto.pairwise`; the same as adding them to the NTT-form plaintext
+        before encryption). With ``timings``, seconds are added to its ``pack`` (slot layout),
+        ``encrypt`` (CKKS encode and encrypt), ``mask`` and ``serialise`` (SEAL save, bit
+        packing) entries.
         """
         preset = self.preset
         started = time.perf_counter()
@@ -367,6 +474,8 @@ class SecretContext:
             out = chunk.astype("<f4").tobytes()
             add_time(timings, "serialise", started)
             return out
+        if chunk.size < preset.values_per_ciphertext:
+            return self._encrypt_tail(chunk, timings=timings, mask=mask)
         if preset.complex_packing:
             if chunk.size % 2:
                 chunk = np.append(chunk, 0.0)
@@ -376,51 +485,164 @@ class SecretContext:
         else:
             slots = np.asarray(chunk, dtype=np.float64).tolist()
         started = add_time(timings, "pack", started)
+        ring = self._public._codec()
         try:
             pt = sealapi.Plaintext()
             self._encoder.encode(slots, preset.scale, pt)
-            if mask is not None:
-                started = add_time(timings, "encrypt", started)
-                pt = self._masked(pt, mask)
-                started = add_time(timings, "mask", started)
             if preset.seeded:
                 ct = self._encryptor.encrypt_symmetric(pt)
             else:
                 ct = sealapi.Ciphertext()
                 self._encryptor.encrypt(pt, ct)
             started = add_time(timings, "encrypt", started)
-            out = save_to_bytes(ct)
-            add_time(timings, "serialise", started)
-            return out
+            saved = save_to_bytes(ct)
         except SEAL_ERRORS as exc:
             if "too large" in str(exc):
                 raise ValueRangeError(f"values too large for CKKS encoding: {exc}") from exc
             raise CryptoError(f"encryption failed: {exc}") from exc
+        frame = ring.from_seal(saved)
+        if mask is not None:
+            started = add_time(timings, "serialise", started)
+            if mask.shape != (frame.c0.size,) or mask.dtype != np.uint64:
+                raise CryptoError(f"a mask must be {frame.c0.size} uint64 residues")
+            frame = RingFrame(
+                ring.add_poly(frame.c0, mask.reshape(ring.shape)), frame.c1, frame.seeds
+            )
+            started = add_time(timings, "mask", started)
+        out = ring.pack(frame)
+        add_time(timings, "serialise", started)
+        return out
 
-    def _masked(self, pt: Any, mask: np.ndarray) -> Any:
-        """``pt`` with ``mask`` added coefficient-wise modulo each ciphertext prime."""
-        parts = plaintext_coefficients(pt)
-        moduli = np.asarray(self._public.moduli, dtype=np.uint64)
-        coeffs = parts.coefficients.reshape(len(moduli), -1)
-        if mask.shape != (coeffs.size,) or mask.dtype != np.uint64:
-            raise CryptoError(f"a mask must be {coeffs.size} uint64 residues")
-        coeffs += mask.reshape(coeffs.shape)
-        coeffs %= moduli[:, None]
-        return load_plaintext(self._public._seal, parts)
+    def _encrypt_tail(
+        self, chunk: np.ndarray, *, timings: Timings | None, mask: np.ndarray | None
+    ) -> bytes:
+        """A tail frame (see :mod:`.frames`): an encryption of zero in coefficient form, plus
+        the values times the scale in its first coefficients, c0 truncated to them."""
+        preset, public = self.preset, self._public
+        ring = public._codec()
+        t = int(chunk.size)
+        started = time.perf_counter()
+        scaled = np.rint(np.asarray(chunk, dtype=np.float64) * preset.scale)
+        m = np.empty((len(ring.moduli), t), dtype=np.uint64)
+        for i, q in enumerate(ring.moduli):
+            if np.abs(scaled).max(initial=0.0) < 2.0**62:
+                m[i] = np.mod(scaled.astype(np.int64), np.int64(q)).astype(np.uint64)
+            else:
+                m[i] = [int(v) % q for v in scaled]
+        started = add_time(timings, "pack", started)
+        try:
+            if preset.seeded:
+                zero = self._encryptor.encrypt_zero_symmetric()
+            else:
+                zero = sealapi.Ciphertext()
+                self._encryptor.encrypt_zero(zero)
+            started = add_time(timings, "encrypt", started)
+            parts = ciphertext_parts(save_to_bytes(zero), 256 + 32 * ring.poly_bytes)
+            expanded = load_ciphertext(public._seal, ciphertext_bytes(parts))
+        except SEAL_ERRORS as exc:
+            raise CryptoError(f"encryption failed: {exc}") from exc
+        polys = public._polys(expanded, ntt_form=False)
+        c0 = ring.add_poly(polys[0][:, :t], m)
+        if mask is not None:
+            started = add_time(timings, "serialise", started)
+            if mask.shape != (polys[0].size,) or mask.dtype != np.uint64:
+                raise CryptoError(f"a mask must be {polys[0].size} uint64 residues")
+            c0 = ring.add_poly(c0, mask.reshape(ring.shape)[:, :t])
+            started = add_time(timings, "mask", started)
+        if parts.prng is not None:
+            frame = RingFrame(c0, None, (parts.prng,), t)
+        else:
+            frame = RingFrame(c0, polys[1], (), t)
+        out = ring.pack(frame)
+        add_time(timings, "serialise", started)
+        return out
 
-    def _decrypt_frame(self, frame: Frame, n_values: int) -> np.ndarray:
-        """The first ``n_values`` float64 values of a loaded frame."""
-        if not self.preset.encrypted:
-            return np.asarray(frame, dtype=np.float64)[:n_values]
+    def _decrypt_tail(self, frame: RingFrame, timings: Timings | None) -> np.ndarray:
+        """The values of a tail frame: c0 zero-padded and c1 taken to NTT form, rebuilt and
+        decrypted like a whole frame, and the plaintext's first coefficients read back."""
+        public = self._public
+        ring = public._codec()
+        t = frame.tail
+        started = time.perf_counter()
+        c0 = np.zeros(ring.shape, dtype=np.uint64)
+        c0[:, :t] = frame.c0
+        c1 = None if frame.c1 is None else public._ntt(frame.c1, forward=True)
+        whole = RingFrame(public._ntt(c0, forward=True), c1, frame.seeds)
+        ct = self._rebuild(whole)
+        started = add_time(timings, "deserialise", started)
         try:
             pt = sealapi.Plaintext()
-            self._decryptor.decrypt(frame, pt)
-            if self.preset.complex_packing:
-                decoded = np.asarray(self._encoder.decode_complex(pt), dtype=np.complex128)
-                return decoded.view(np.float64)[:n_values]
-            return np.asarray(self._encoder.decode_double(pt), dtype=np.float64)[:n_values]
+            self._decryptor.decrypt(ct, pt)
+            data = plaintext_data(pt).reshape(ring.shape)
         except SEAL_ERRORS as exc:
             raise CryptoError(f"decryption failed: {exc}") from exc
+        coeffs = public._ntt(data, forward=False)
+        out = _centred(coeffs[:, :t], ring.moduli) / self.preset.scale
+        add_time(timings, "decrypt", started)
+        return out
+
+    def _rebuild(self, frame: RingFrame) -> Any:
+        """A whole (NTT-form) frame as one SEAL ciphertext: (c0, c1 or the first seed's
+        ``a``) plus (0, each other seed's ``a``), each loaded and checked by SEAL."""
+        public = self._public
+        ring = public._codec()
+        ct = public._load_ciphertext(public._first_ciphertext(frame))
+        rest = frame.seeds if frame.c1 is not None else frame.seeds[1:]
+        try:
+            for seed in rest:
+                a = public._load_ciphertext(ring.to_seal(ring.zero, seed=seed))
+                public._evaluator.add_inplace(ct, a)
+        except SEAL_ERRORS as exc:
+            raise CryptoError(f"cannot rebuild a seeded sum: {exc}") from exc
+        return ct
+
+    def _decrypt_frame(
+        self, frame: Frame, n_values: int, *, timings: Timings | None = None
+    ) -> np.ndarray:
+        """The first ``n_values`` float64 values of a loaded frame. A sum in seeded form is
+        rebuilt first (:meth:`_rebuild`; ``deserialise`` in ``timings``, the rest is
+        ``decrypt``); a tail frame is read from its plaintext's coefficients."""
+        if not self.preset.encrypted:
+            return np.asarray(frame, dtype=np.float64)[:n_values]
+        if frame.tail:
+            return self._decrypt_tail(frame, timings)[:n_values]
+        started = time.perf_counter()
+        ct = self._rebuild(frame)
+        started = add_time(timings, "deserialise", started)
+        try:
+            pt = sealapi.Plaintext()
+            self._decryptor.decrypt(ct, pt)
+            if self.preset.complex_packing:
+                decoded = np.asarray(self._encoder.decode_complex(pt), dtype=np.complex128)
+                out = decoded.view(np.float64)[:n_values]
+            else:
+                out = np.asarray(self._encoder.decode_double(pt), dtype=np.float64)[:n_values]
+        except SEAL_ERRORS as exc:
+            raise CryptoError(f"decryption failed: {exc}") from exc
+        add_time(timings, "decrypt", started)
+        return out
+
+
+def _centred(residues: np.ndarray, moduli: tuple[int, ...]) -> np.ndarray:
+    """The integers in (-Q/2, Q/2] with these residues (one row per prime), as float64."""
+    if len(moduli) == 1:
+        q = moduli[0]
+        r = residues[0].astype(np.float64)
+        high = residues[0] > np.uint64(q // 2)
+        r[high] -= float(q)
+        return r
+    total = 1
+    for q in moduli:
+        total *= q
+    out = np.empty(residues.shape[1], dtype=np.float64)
+    for j in range(residues.shape[1]):
+        value = 0
+        for i, q in enumerate(moduli):
+            rest = total // q
+            value += int(residues[i, j]) * rest * pow(rest, -1, q)
+        value %= total
+        out[j] = float(value - total if value > total // 2 else value)
+    return out
 
 
 def create_secret_context(preset: CkksPreset | str = "lean") -> SecretContext:

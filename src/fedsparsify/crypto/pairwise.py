@@ -103,16 +103,14 @@ def expand_residues(seed: bytes, frame: int, prime_index: int, modulus: int, n: 
     width = (bits + 7) // 8
     nonce = (0).to_bytes(4, "little") + struct.pack(">III", frame, prime_index, _NONCE_TAG)
     stream = Cipher(algorithms.ChaCha20(seed, nonce), mode=None).encryptor()
-    weights = np.left_shift(np.uint64(1), np.arange(0, 8 * width, 8, dtype=np.uint64))
     top = np.uint64((1 << bits) - 1)
     out = np.empty(0, dtype=np.uint64)
     while out.size < n:
         words = n - out.size + _SLACK_WORDS
         raw = np.frombuffer(stream.update(bytes(words * width)), dtype=np.uint8)
-        values = (raw.reshape(words, width).astype(np.uint64) * weights).sum(
-            axis=1, dtype=np.uint64
-        )
-        values &= top
+        wide = np.zeros((words, 8), dtype=np.uint8)  # little-endian words, zero-padded
+        wide[:, :width] = raw.reshape(words, width)
+        values = wide.view("<u8").reshape(words) & top
         out = np.concatenate([out, values[values < np.uint64(modulus)]])
     return out[:n]
 
@@ -192,6 +190,6 @@ class PairwiseMasker:
             for seed, add in self._pairs:
                 r = expand_residues(seed, frame, index, q, n)
                 acc += r if add else modulus - r
-                acc %= modulus
+                np.subtract(acc, modulus, out=acc, where=acc >= modulus)
                 self.prg_bytes += n * ((int(q).bit_length() + 7) // 8)
         return out

@@ -6,8 +6,9 @@ secret-key encryption, two reals per complex slot). Three presets ship:
 
 ``lean`` (the default), N=4096, primes [40, 20], scale 2^32, seeded, complex packing
     Chosen by measurement against N=2048 [40, 14] 2^32 (``benchmarks/crypto_costs.py`` and the
-    module docstring of :mod:`fedsparsify.crypto`): both cost the same bytes (6.1 per kept value,
-    seeded + complex; the ciphertext modulus, one 40-bit prime, sets the size, not N) and the same
+    module docstring of :mod:`fedsparsify.crypto`): both cost the same bytes (5.02 per kept value
+    bit-packed, seeded + complex; the ciphertext modulus, one 40-bit prime, sets the size, not N)
+    and the same
     time within noise, but [40, 20] uses 60 of the 109 bits allowed at N=4096 while [40, 14] uses
     all 54 bits allowed at N=2048, so N=4096 buys a wide security margin for free.
     Value range: ``max_abs_value`` = 32. Precision budget: max absolute error <= 3e-7·sqrt(K)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
-from fedsparsify.crypto.context import SecretContext, Timings, add_time
+from fedsparsify.crypto.context import Frame, SecretContext, Timings, add_time
 from fedsparsify.crypto.packing import check_values, check_weight, iter_chunks
 from fedsparsify.crypto.pairwise import PairwiseMasker, RoundBinding
 from fedsparsify.crypto.wire import (
@@ -26,6 +26,9 @@ from fedsparsify.crypto.wire import (
     iter_source,
 )
 from fedsparsify.errors import ConfigError, SecretKeyRequiredError
+
+if TYPE_CHECKING:
+    from fedsparsify.crypto.parallel import FramePool
 
 __all__ = ["decrypt_sum", "encrypt_update"]
 
@@ -43,6 +46,7 @@ def encrypt_update(
     channel: str = "values",
     masker: PairwiseMasker | None = None,
     timings: Timings | None = None,
+    pool: FramePool | None = None,
 ) -> Iterator[bytes]:
     """Encrypt a client's kept coordinates; yield the header, then one frame at a time.
 
@@ -56,6 +60,8 @@ def encrypt_update(
     call time, before the first byte: :class:`ValueRangeError` for a weight outside (0, 1] or any
     |x| > ``ctx.preset.max_abs_value``, NaN or infinity. With ``timings`` (for benchmarks),
     seconds are added to its ``pack``, ``encrypt`` and ``serialise`` entries as frames are made.
+    ``pool`` (a :class:`~fedsparsify.crypto.parallel.FramePool` of this key set) encrypts the
+    frames in worker processes; ``timings`` then count its wall time as ``encrypt``.
     """
     if not isinstance(ctx, SecretContext):
         raise SecretKeyRequiredError("encrypt_update needs a SecretContext")
@@ -89,6 +95,8 @@ def encrypt_update(
         attempt=bound.attempt,
         participants_digest=bound.participants_digest,
         channel=channel,
+        payload="packed" if ctx.preset.encrypted else "float32",
+        seeds=int(ctx.preset.encrypted and ctx.preset.seeded),
     )
     logger.debug(
         "encrypting %d values in %d ciphertexts (%s)",
@@ -96,7 +104,27 @@ def encrypt_update(
         header.n_ciphertexts,
         ctx.preset.name,
     )
+    if pool is not None and pool.context.digest != ctx.digest:
+        raise ConfigError("the frame pool holds another key set")
+    if pool is not None:
+        return _pooled(pool, header, values, w, masker, timings)
     return _stream(ctx, header, values, w, masker, timings)
+
+
+def _pooled(
+    pool: FramePool,
+    header: UpdateHeader,
+    values: np.ndarray,
+    weight: float,
+    masker: PairwiseMasker | None,
+    timings: Timings | None,
+) -> Iterator[bytes]:
+    yield header.to_bytes()
+    started = time.perf_counter()
+    for payload in pool.encrypt(iter_chunks(values, weight, header.values_per_ciphertext), masker):
+        started = add_time(timings, "encrypt", started)
+        yield frame_bytes(payload)
+        started = time.perf_counter()
 
 
 def _stream(
@@ -134,6 +162,7 @@ def decrypt_sum(
     source: BinaryIO | Iterable[bytes],
     *,
     timings: Timings | None = None,
+    pool: FramePool | None = None,
 ) -> tuple[UpdateHeader, np.ndarray]:
     """Decrypt an aggregate (or a single update) stream.
 
@@ -143,19 +172,23 @@ def decrypt_sum(
     :class:`SecretKeyRequiredError`. The result carries CKKS noise: round it (or add noise)
     before publishing it, or the ciphertext and the exact result together can expose the key.
     With ``timings`` (for benchmarks), seconds are added to its ``deserialise`` (reading,
-    checking and loading frames) and ``decrypt`` (decrypting and decoding) entries.
+    checking and loading frames, rebuilding seeded sums) and ``decrypt`` (decrypting and
+    decoding) entries. ``pool`` rebuilds and decrypts the frames in worker processes (its wall
+    time counts as ``decrypt``).
     """
     if not isinstance(ctx, SecretContext):
         raise SecretKeyRequiredError(
             "decrypt_sum needs the secret context; a public context holds no secret key"
         )
     parser = UpdateParser(ctx.public(), expect_kind=None)
+    if pool is not None:
+        return _decrypt_pooled(ctx, pool, parser, source, timings)
     out: np.ndarray | None = None
     index = 0
     started = time.perf_counter()
     for chunk in iter_source(source):
         loaded = parser._feed(chunk)
-        started = add_time(timings, "deserialise", started)
+        add_time(timings, "deserialise", started)
         for _payload, frame in loaded:
             header = parser.header
             assert header is not None
@@ -163,10 +196,40 @@ def decrypt_sum(
                 out = np.empty(header.n_values, dtype=np.float64)
             start = index * header.values_per_ciphertext
             count = header.frame_values(index)
-            out[start : start + count] = ctx._decrypt_frame(frame, count)
+            out[start : start + count] = ctx._decrypt_frame(frame, count, timings=timings)
             index += 1
-        started = add_time(timings, "decrypt", started)
+        started = time.perf_counter()
     header = parser.finish()
     if out is None:
         out = np.empty(header.n_values, dtype=np.float64)
+    return header, out
+
+
+def _decrypt_pooled(
+    ctx: SecretContext,
+    pool: FramePool,
+    parser: UpdateParser,
+    source: BinaryIO | Iterable[bytes],
+    timings: Timings | None,
+) -> tuple[UpdateHeader, np.ndarray]:
+    if pool.context.digest != ctx.digest:
+        raise ConfigError("the frame pool holds another key set")
+    counts: list[int] = []
+
+    def frames() -> Iterator[tuple[Frame, int]]:
+        for chunk in iter_source(source):
+            for _payload, frame in parser._feed(chunk):
+                header = parser.header
+                assert header is not None
+                count = header.frame_values(len(counts))
+                counts.append(count)
+                yield frame, count
+
+    started = time.perf_counter()
+    parts = list(pool.decrypt(frames()))
+    add_time(timings, "decrypt", started)
+    header = parser.finish()
+    out = np.concatenate(parts) if parts else np.empty(0, dtype=np.float64)
+    if out.size != header.n_values:
+        raise ConfigError("the frame pool returned the wrong number of values")
     return header, out

@@ -7,14 +7,24 @@ An update (or an aggregate: a sum of updates) is a stream::
 
 All integers are big-endian. The header's JSON object has exactly the keys ``kind``, ``preset``,
 ``context_digest``, ``mask_digest``, ``weight``, ``n_values``, ``values_per_ciphertext``,
-``n_ciphertexts`` and ``contributors``, and since version 2 also ``federation_id``, ``round``,
+``n_ciphertexts`` and ``contributors``; since version 2 also ``federation_id``, ``round``,
 ``attempt``, ``participants_digest`` and ``channel``: what the update was made for
 (:class:`~fedsparsify.crypto.pairwise.RoundBinding`), so that the aggregator can refuse a replay
-into another round, attempt or channel. Version 1 streams (release 0.1) are still read (their
-binding fields read as empty), but a reader that expects a binding refuses them. A payload is
-one SEAL ciphertext as SEAL saves it (zstd compressed; seeded for fresh uploads of seeded
-presets), or for the ``plaintext`` preset the frame's values as little-endian float32. Frame i
-holds values ``[i*vpc, min((i+1)*vpc, n))``.
+into another round, attempt or channel; since version 3 also ``payload`` and ``seeds``: how the
+frames are encoded. Frame i holds values ``[i*vpc, min((i+1)*vpc, n))``.
+
+Payloads by version:
+
+- 3, ``payload: "packed"``: the ciphertext's residues bit-packed at their exact width, c0 then
+  either c1 (``seeds: 0``) or ``seeds`` PRNG records of 65 bytes (a fresh seeded upload has 1;
+  an aggregate served in seeded form one per contributor). Exact length; every residue checked
+  below its prime. A partly filled last frame is a *tail*: coefficient-encoded, its c0 cut to
+  the values it holds (:mod:`fedsparsify.crypto.frames`), so it cannot be added to a version 1
+  or 2 stream's last frame.
+- 3, ``payload: "float32"``: the ``plaintext`` preset's values, little-endian float32.
+- 1 and 2: one SEAL ciphertext as SEAL saves it (zstd compressed), or float32 for ``plaintext``.
+  Still read (version 1, release 0.1, names no round: a reader that expects a binding refuses
+  it); only version 3 is written.
 
 :class:`UpdateParser` validates as bytes arrive, holds at most one frame plus what one ``feed``
 brought, and raises the typed :class:`~fedsparsify.errors.WireFormatError` subclass at the first
@@ -35,7 +45,8 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from fedsparsify.crypto._seal import seal_header_ok
-from fedsparsify.crypto.context import Frame, PublicContext
+from fedsparsify.crypto.context import Frame, FrameForm, PublicContext
+from fedsparsify.crypto.frames import PRNG_RECORD_BYTES, packed_bytes
 from fedsparsify.crypto.pairwise import RoundBinding
 from fedsparsify.crypto.presets import PRESETS, CkksPreset
 from fedsparsify.errors import (
@@ -63,15 +74,21 @@ __all__ = [
     "frame_bound",
     "frame_bytes",
     "iter_source",
+    "packed_frame_bytes",
     "read_update",
 ]
 
 logger = logging.getLogger(__name__)
 
 MAGIC = b"FSUP"
-FORMAT_VERSION = 2
-#: Versions this reader understands (1: release 0.1, without the round binding).
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+#: Versions this reader understands (1: release 0.1, without the round binding; 2: SEAL's own
+#: serialisation in the frames).
+READABLE_VERSIONS = (1, 2, 3)
+#: Frame payload encodings of version 3.
+PAYLOADS = ("packed", "float32")
+#: Most seed records one packed frame may carry (an aggregate's contributors).
+MAX_SEEDS = 1 << 16
 #: A header larger than this is refused (a few thousand contributor ids fit).
 MAX_HEADER_BYTES = 1 << 20
 #: Frame bound used when neither the caller, the context nor a known preset gives one.
@@ -100,7 +117,12 @@ _HEADER_KEYS_V1 = frozenset(
     }
 )
 _BINDING_KEYS = frozenset({"federation_id", "round", "attempt", "participants_digest", "channel"})
-_HEADER_KEYS = {1: _HEADER_KEYS_V1, 2: _HEADER_KEYS_V1 | _BINDING_KEYS}
+_PAYLOAD_KEYS = frozenset({"payload", "seeds"})
+_HEADER_KEYS = {
+    1: _HEADER_KEYS_V1,
+    2: _HEADER_KEYS_V1 | _BINDING_KEYS,
+    3: _HEADER_KEYS_V1 | _BINDING_KEYS | _PAYLOAD_KEYS,
+}
 
 
 @dataclass(frozen=True)
@@ -110,7 +132,8 @@ class UpdateHeader:
     ``weight``: the client's weight w_k (update) or the sum of weights (aggregate); the values
     in the frames are already multiplied by it. ``contributors``: who is in the sum. The binding
     fields (version 2) say which federation, round, attempt, participant set and channel the
-    stream was made for; empty for unbound streams (benchmarks) and version 1.
+    stream was made for; empty for unbound streams (benchmarks) and version 1. ``payload`` and
+    ``seeds`` (version 3) say how frames are encoded (``seal`` for versions 1 and 2).
     """
 
     version: int
@@ -128,6 +151,8 @@ class UpdateHeader:
     attempt: int = 0
     participants_digest: str = ""
     channel: str = "values"
+    payload: str = "seal"
+    seeds: int = 0
 
     @property
     def binding(self) -> RoundBinding:
@@ -155,12 +180,18 @@ class UpdateHeader:
                 participants_digest=self.participants_digest,
                 channel=self.channel,
             )
+        if self.version >= 3:
+            fields.update(payload=self.payload, seeds=self.seeds)
         body = json.dumps(fields, separators=(",", ":"), ensure_ascii=True).encode()
         return _PREFIX.pack(MAGIC, self.version, len(body)) + body
 
     def frame_values(self, index: int) -> int:
         """How many values frame ``index`` carries."""
         return min(self.values_per_ciphertext, self.n_values - index * self.values_per_ciphertext)
+
+    def form(self, *, seal_check: bool = False) -> FrameForm:
+        """How this stream's frames are encoded."""
+        return FrameForm(self.payload, self.seeds, seal_check)
 
 
 def frame_bytes(payload: bytes) -> bytes:
@@ -169,12 +200,23 @@ def frame_bytes(payload: bytes) -> bytes:
 
 
 def frame_bound(preset: CkksPreset) -> int:
-    """Upper bound on a frame payload under ``preset``: a full-size (unseeded, uncompressed)
-    two-polynomial ciphertext plus slack, or a plaintext chunk."""
+    """Upper bound on a SEAL-serialised frame payload (versions 1 and 2) under ``preset``: a
+    full-size (unseeded, uncompressed) two-polynomial ciphertext plus slack, or a plaintext
+    chunk."""
     if not preset.encrypted:
         return 4 * preset.values_per_ciphertext
     raw = 2 * preset.poly_modulus_degree * (len(preset.coeff_mod_bit_sizes) - 1) * 8
     return raw + raw // 64 + 4096
+
+
+def packed_frame_bytes(preset: CkksPreset, seeds: int, tail: int = 0) -> int:
+    """Exact length of a version 3 packed payload under ``preset`` with ``seeds`` records
+    (``tail``: the values of a tail frame): the ciphertext primes are the chain but its last
+    (special) prime, of their declared widths."""
+    widths = preset.coeff_mod_bit_sizes[:-1]
+    poly = sum(packed_bytes(preset.poly_modulus_degree, w) for w in widths)
+    c0 = sum(packed_bytes(tail, w) for w in widths) if tail else poly
+    return c0 + (poly if seeds == 0 else PRNG_RECORD_BYTES * seeds)
 
 
 def _is_int(value: object) -> bool:
@@ -227,6 +269,8 @@ def _decode_header(version: int, body: bytes) -> UpdateHeader:
         for key in ("round", "attempt"):
             if not _is_int(binding[key]) or not 0 <= binding[key] < 2**31:
                 raise MalformedStreamError(f"header {key} must be an integer in [0, 2^31)")
+    if version >= 3:
+        binding.update(_decode_payload(kind, raw["payload"], raw["seeds"]))
     return UpdateHeader(
         version=version,
         kind=kind,
@@ -242,6 +286,18 @@ def _decode_header(version: int, body: bytes) -> UpdateHeader:
     )
 
 
+def _decode_payload(kind: str, payload: object, seeds: object) -> dict[str, Any]:
+    if payload not in PAYLOADS:
+        raise MalformedStreamError(f"header payload must be one of {PAYLOADS}, got {payload!r}")
+    if not _is_int(seeds) or not 0 <= seeds <= MAX_SEEDS:  # type: ignore[operator]
+        raise MalformedStreamError(f"header seeds must be an integer in [0, {MAX_SEEDS}]")
+    if kind == "update" and seeds > 1:  # type: ignore[operator]
+        raise MalformedStreamError("an update's frames carry at most one seed record")
+    if payload == "float32" and seeds:
+        raise MalformedStreamError("float32 frames carry no seed records")
+    return {"payload": payload, "seeds": seeds}
+
+
 class UpdateParser:
     """Sans-IO push parser of an update or aggregate stream.
 
@@ -252,7 +308,11 @@ class UpdateParser:
     defaults to the context's. With ``expect_binding`` (and ``expect_channel``) the header must
     name exactly that federation, round, attempt, participant set (and channel):
     :class:`RoundMismatchError` otherwise, and a version 1 stream (which names none) is refused.
-    :meth:`finish` says whether the stream was complete.
+    ``seal_check`` also loads every packed update frame through SEAL: a second check of what the
+    frame codec already checks in full (lengths, every residue below its prime, PRNG types,
+    transparency), off by default because it costs several times the codec's check; SEAL loads
+    every frame anyway when it is decrypted. :meth:`finish` says whether the stream was
+    complete.
     """
 
     def __init__(
@@ -266,6 +326,7 @@ class UpdateParser:
         max_frame_bytes: int | None = None,
         expect_binding: RoundBinding | None = None,
         expect_channel: str | None = None,
+        seal_check: bool = False,
     ) -> None:
         if expect_kind is not None and expect_kind not in KINDS:
             raise ConfigError(f"expect_kind must be one of {KINDS} or None")
@@ -276,6 +337,8 @@ class UpdateParser:
         self._expect_values = expect_values
         self._expect_binding = expect_binding
         self._expect_channel = expect_channel
+        self._seal_check = seal_check
+        self._form = FrameForm()
         self._max_frame_arg = max_frame_bytes
         self._max_frame = max_frame_bytes or DEFAULT_MAX_FRAME_BYTES
         self._preset: CkksPreset | None = public_ctx.preset if public_ctx else None
@@ -433,8 +496,26 @@ class UpdateParser:
                 f"{h.n_values} values in {h.values_per_ciphertext}-value ciphertexts make "
                 f"{expected_ct} ciphertexts, the header announces {h.n_ciphertexts}"
             )
-        if self._max_frame_arg is None and self._preset is not None:
-            self._max_frame = frame_bound(self._preset)
+        self._check_payload(h)
+        self._form = h.form(seal_check=self._seal_check and h.kind == "update")
+
+    def _check_payload(self, h: UpdateHeader) -> None:
+        """The payload encoding fits the preset; the frame bound (exact for version 3)."""
+        preset = self._preset
+        if preset is None:
+            return
+        if h.version >= 3:
+            want = "packed" if preset.encrypted else "float32"
+            if h.payload != want:
+                raise ParameterMismatchError(
+                    f"stream frames are {h.payload!r}, preset {preset.name!r} frames are {want!r}"
+                )
+        if self._max_frame_arg is not None:
+            return
+        if h.payload == "packed":
+            self._max_frame = packed_frame_bytes(preset, h.seeds)
+        else:
+            self._max_frame = frame_bound(preset)
 
     def _check_binding(self, h: UpdateHeader) -> None:
         want = self._expect_binding
@@ -456,19 +537,25 @@ class UpdateParser:
         count = self._header.frame_values(self._frames_done)
         if self._ctx is not None:
             try:
-                return self._ctx._load_frame(payload, count)
+                return self._ctx._load_frame(payload, count, self._form)
             except WireFormatError as exc:
                 raise type(exc)(f"frame {self._frames_done}: {exc}") from exc
         preset = self._preset
         if preset is None:
             return None
         if not preset.encrypted:
-            if len(payload) != 4 * count:
-                raise ParameterMismatchError(
-                    f"frame {self._frames_done}: {len(payload)} bytes, expected {4 * count}"
-                )
-        elif not seal_header_ok(payload):
-            raise MalformedStreamError(f"frame {self._frames_done}: not a SEAL ciphertext")
+            expected = 4 * count
+        elif self._form.encoding == "packed":
+            tail = count if count < self._header.values_per_ciphertext else 0
+            expected = packed_frame_bytes(preset, self._form.seeds, tail)
+        else:
+            if not seal_header_ok(payload):
+                raise MalformedStreamError(f"frame {self._frames_done}: not a SEAL ciphertext")
+            return None
+        if len(payload) != expected:
+            raise ParameterMismatchError(
+                f"frame {self._frames_done}: {len(payload)} bytes, expected {expected}"
+            )
         return None
 
 

@@ -21,6 +21,13 @@ import torch
 from torch import nn
 
 from fedsparsify.errors import ConfigError
+from fedsparsify.platform.model_size import (
+    BRAINAGE_BLOCK_MULTIPLIERS,
+    CNN_MIN_SIDE,
+    MAX_BUILD_PARAMETERS,
+    model_input_shape,
+    parameter_count,
+)
 from fedsparsify.platform.spec import ModelSpec
 
 __all__ = [
@@ -35,7 +42,6 @@ __all__ = [
 
 DEFAULT_MEAN_AGE = 62.7
 DEFAULT_AGE_SCALE = 50.0
-_BLOCK_MULTIPLIERS = (1, 2, 4, 8, 8)
 
 
 def count_trainable(model: nn.Module) -> int:
@@ -51,29 +57,6 @@ def state_digest(state: Mapping[str, torch.Tensor]) -> str:
         h.update(f"{name}|{tuple(arr.shape)}|{arr.dtype.str}|".encode())
         h.update(arr.tobytes())
     return h.hexdigest()
-
-
-def model_input_shape(spec: ModelSpec) -> tuple[int, ...]:
-    """The channel-first input shape (without batch axis) the model expects."""
-    shape = tuple(spec.input_shape)
-    if spec.kind == "mlp":
-        return shape
-    if spec.kind == "cnn":
-        if len(shape) == 1:
-            side = math.isqrt(shape[0])
-            if side * side != shape[0]:
-                raise ConfigError(f"cnn: flat input {shape} is not a square image")
-            return (1, side, side)
-        if len(shape) == 2:
-            return (1, *shape)
-        if len(shape) == 3:
-            return shape
-        raise ConfigError(f"cnn: input shape {shape} is not an image (H, W) or (C, H, W)")
-    if len(shape) == 3:
-        return (1, *shape)
-    if len(shape) == 4:
-        return shape
-    raise ConfigError(f"brainage: input shape {shape} is not a volume (D, H, W) or (C, D, H, W)")
 
 
 class _MLP(nn.Module):
@@ -98,7 +81,7 @@ class _DigitsCNN(nn.Module):
     def __init__(self, shape: tuple[int, ...], num_classes: int) -> None:
         super().__init__()
         channels, height, width = shape
-        if height < 4 or width < 4:
+        if height < CNN_MIN_SIDE or width < CNN_MIN_SIDE:
             raise ConfigError(f"cnn needs images of at least 4x4, got {height}x{width}")
         self.shape = shape
         self.features = nn.Sequential(
@@ -166,7 +149,7 @@ class BrainAgeCNN(nn.Module):
         channels, *spatial = shape
         blocks: list[nn.Module] = []
         in_ch = channels
-        for mult in _BLOCK_MULTIPLIERS:
+        for mult in BRAINAGE_BLOCK_MULTIPLIERS:
             out_ch = width * mult
             layers: list[nn.Module] = [
                 nn.Conv3d(in_ch, out_ch, 3, padding=1),
@@ -200,16 +183,32 @@ class BrainAgeCNN(nn.Module):
 def build_model(spec: ModelSpec, *, seed: int) -> nn.Module:
     """Build the network ``spec`` names; the weights depend only on ``seed`` (and torch's RNG).
 
-    The global torch RNG is left untouched.
+    The global torch RNG is left untouched. Anything that cannot be built (a shape the network
+    cannot take, more than :data:`MAX_BUILD_PARAMETERS` weights, a seed torch refuses, memory
+    the machine does not have) raises :class:`ConfigError`, before allocating where the size
+    alone decides.
     """
+    count = parameter_count(spec)
+    if count > MAX_BUILD_PARAMETERS:
+        raise ConfigError(
+            f"{spec.kind}: {count:,} trainable parameters, more than the {MAX_BUILD_PARAMETERS:,} "
+            "a site builds"
+        )
     shape = model_input_shape(spec)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if spec.kind == "mlp":
-            return _MLP(math.prod(shape), spec.hidden, spec.num_classes)
-        if spec.kind == "cnn":
-            return _DigitsCNN(shape, spec.num_classes)
-        if spec.kind == "brainage":
-            offset = DEFAULT_MEAN_AGE if spec.output_bias is None else spec.output_bias
-            return BrainAgeCNN(shape, spec.width, offset, spec.age_scale)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            if spec.kind == "mlp":
+                return _MLP(math.prod(shape), spec.hidden, spec.num_classes)
+            if spec.kind == "cnn":
+                return _DigitsCNN(shape, spec.num_classes)
+            if spec.kind == "brainage":
+                offset = DEFAULT_MEAN_AGE if spec.output_bias is None else spec.output_bias
+                return BrainAgeCNN(shape, spec.width, offset, spec.age_scale)
+    except ConfigError:
+        raise
+    except (RuntimeError, ValueError, OverflowError, TypeError, MemoryError) as exc:
+        raise ConfigError(
+            f"cannot build the {spec.kind} model: {type(exc).__name__}: {exc}"
+        ) from exc
     raise ConfigError(f"unknown model kind {spec.kind!r}")

@@ -19,11 +19,14 @@ from fedsparsify.errors import ConfigError, MaskError, PlatformError
 from fedsparsify.platform.masks import Mask, ParameterLayout, check_mask
 
 __all__ = [
+    "MAJORITY_RULES",
     "derive_seed",
     "global_magnitude_mask",
     "keep_count",
     "majority_mask",
+    "majority_threshold",
     "random_mask",
+    "vote_counts",
 ]
 
 
@@ -107,24 +110,66 @@ def random_mask(mask: Mask, target_sparsity: float, *, seed: int) -> Mask:
     return _prune_lowest(mask, names, kept, order)
 
 
+#: FedSparsify-Local's majority rules (``FederationSpec.majority_rule``), by name.
+MAJORITY_RULES = ("floor-half", "half")
+
+
+def majority_threshold(contributors: int, rule: str = "floor-half") -> int:
+    """Votes a coordinate needs to survive among ``contributors`` sites.
+
+    ``floor-half`` (the published rule, the default): ``floor(K / 2)``; ``half``: ``ceil(K / 2)``,
+    at least half of the sites. They differ only for odd K: with 3 contributors a coordinate
+    that one site kept survives under ``floor-half`` and needs two under ``half``; with one
+    contributor ``floor-half`` keeps every coordinate.
+    """
+    if contributors < 1:
+        raise PlatformError(f"a majority needs at least one contributor, got {contributors}")
+    if rule == "floor-half":
+        return contributors // 2
+    if rule == "half":
+        return (contributors + 1) // 2
+    raise ConfigError(f"unknown majority rule {rule!r}; expected one of {MAJORITY_RULES}")
+
+
+def vote_counts(vote_fraction: np.ndarray, contributors: int) -> np.ndarray:
+    """The integer vote counts behind fractions ``count / contributors``.
+
+    Fractions arrive decrypted and rounded to the result grid, so ``fraction * K`` is within a
+    small distance of an integer; a fraction further than 0.25 votes from one (or outside
+    [0, 1]) cannot come from 0/1 votes of ``contributors`` sites and is refused.
+    """
+    votes = np.asarray(vote_fraction, dtype=np.float64)
+    if not np.isfinite(votes).all():
+        raise PlatformError("vote fractions hold non-finite values")
+    scaled = votes * contributors
+    counts = np.rint(scaled)
+    off = np.abs(scaled - counts)
+    if votes.size and (off.max() > 0.25 or counts.min() < 0 or counts.max() > contributors):
+        raise PlatformError(
+            f"vote fractions are not counts out of {contributors} contributors "
+            f"(worst {float(scaled.flat[int(np.argmax(off))]):.4f} votes)"
+        )
+    return counts.astype(np.int64)
+
+
 def majority_mask(
     vote_fraction: np.ndarray,
     layout: ParameterLayout,
     mask: Mask,
     *,
-    tolerance: float = 1e-3,
+    contributors: int,
+    rule: str = "floor-half",
 ) -> Mask:
-    """FedSparsify-Local: keep a coordinate of ``mask`` when at least half the clients kept it.
+    """FedSparsify-Local: keep a coordinate of ``mask`` when enough of the sites kept it.
 
-    ``vote_fraction`` is in ``layout`` order (the round the votes were cast in). ``tolerance``
-    absorbs approximate (CKKS-decrypted) fractions: a coordinate is kept when its fraction is at
-    least ``0.5 - tolerance``, exact for fewer than ``1 / (2 * tolerance)`` clients.
+    ``vote_fraction`` (in ``layout`` order, the round the votes were cast in) is the fraction of
+    the ``contributors`` sites that kept each coordinate; the counts are recovered from it
+    (:func:`vote_counts`) and compared with :func:`majority_threshold` under ``rule``.
     """
     votes = np.asarray(vote_fraction, dtype=np.float64)
     if votes.shape != (layout.n_values,):
         raise MaskError(f"expected {layout.n_values} vote fractions, got shape {votes.shape}")
-    if not np.isfinite(votes).all():
-        raise PlatformError("vote fractions hold non-finite values")
-    voted = layout.to_mask(votes >= 0.5 - tolerance)
+    counts = vote_counts(votes, contributors)
+    voted = layout.to_mask(counts >= majority_threshold(contributors, rule))
     check_mask(mask, {n: tuple(t.shape) for n, t in voted.items()})
     return {name: mask[name] & voted[name] for name in mask}

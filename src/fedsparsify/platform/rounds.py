@@ -11,14 +11,14 @@ Methods:
 - ``fedsparsify-global``: each site prunes the (bitwise identical) aggregate by global
   magnitude to the schedule's target for the new round, so all sites reach one mask.
 - ``fedsparsify-local``: each site prunes its own trained model to the round's target and votes
-  with its local mask; the next round's mask keeps the coordinates at least half the sites kept.
+  with its local mask; the next round's mask keeps the coordinates enough sites kept (the
+  spec's ``majority_rule``: by default at least floor(K / 2) of the K voters, as published).
 - ``random``: the same random progressive pruning on every site (seed from the spec and round).
 - ``fedavg``: the full mask always.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,6 +50,7 @@ from fedsparsify.platform.pruning import (
 from fedsparsify.platform.round_rules import round_to_grid, round_weights
 from fedsparsify.platform.schedules import target_sparsity
 from fedsparsify.platform.spec import FederationSpec, Method
+from fedsparsify.platform.spec_compat import matches_saved_digest, spec_digest
 from fedsparsify.platform.training import evaluate, train_local
 
 __all__ = [
@@ -67,7 +68,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-_STATE_VERSION = 1
+#: Version of :meth:`Site.state_dict`: 2 ties it to :func:`spec_digest`; 1 (release 0.1) to the
+#: legacy digest, still read (see :mod:`fedsparsify.platform.spec_compat`).
+_STATE_VERSION = 2
+_READABLE_STATE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,8 @@ class GlobalUpdate:
     """The aggregate of one round, in that round's upload layout.
 
     ``mean``: sample-weighted mean of the uploaded values. ``vote_fraction`` (FedSparsify-Local
-    only): the fraction of contributors that kept each coordinate. ``mask_digest``: the digest
+    only): the fraction of contributors that kept each coordinate, and ``contributors`` how many
+    sites voted (the majority rule works on the counts). ``mask_digest``: the digest
     of the layout the uploads were made in (empty when unknown); a site refuses an update made
     under another mask than its current plan's. A site that missed a round must still take in
     that round's aggregate (``begin_round``) before the next one.
@@ -84,6 +89,7 @@ class GlobalUpdate:
     mean: np.ndarray
     vote_fraction: np.ndarray | None = None
     mask_digest: str = ""
+    contributors: int = 0
 
 
 @dataclass(frozen=True)
@@ -174,7 +180,12 @@ def aggregate(
             assert u.votes is not None
             count += u.votes
         votes = (count / len(updates)).astype(np.float32)
-    return GlobalUpdate(mean=mean, vote_fraction=votes, mask_digest=updates[0].mask_digest)
+    return GlobalUpdate(
+        mean=mean,
+        vote_fraction=votes,
+        mask_digest=updates[0].mask_digest,
+        contributors=len(updates),
+    )
 
 
 def rounded(update: GlobalUpdate) -> GlobalUpdate:
@@ -185,15 +196,22 @@ def rounded(update: GlobalUpdate) -> GlobalUpdate:
         mean=round_to_grid(update.mean),
         vote_fraction=None if votes is None else round_to_grid(votes),
         mask_digest=update.mask_digest,
+        contributors=update.contributors,
     )
 
 
 def apply_global_update(
-    model: nn.Module, plan: RoundPlan, update: GlobalUpdate, method: Method
+    model: nn.Module,
+    plan: RoundPlan,
+    update: GlobalUpdate,
+    method: Method,
+    *,
+    majority_rule: str = "floor-half",
 ) -> Mask:
     """Write ``update`` (made in ``plan``'s layout) into ``model``; return the resulting mask.
 
-    FedSparsify-Local also applies the majority of the votes, so the model becomes the pruned
+    FedSparsify-Local also applies the majority of the votes (``majority_rule``, see
+    :func:`~fedsparsify.platform.pruning.majority_threshold`), so the model becomes the pruned
     global model; other methods keep ``plan.mask``.
     """
     if update.mask_digest and update.mask_digest != plan.mask_digest:
@@ -206,7 +224,15 @@ def apply_global_update(
         return plan.mask
     if update.vote_fraction is None:
         raise PlatformError("fedsparsify-local needs the vote fractions of the previous round")
-    mask = majority_mask(update.vote_fraction, plan.layout, plan.mask)
+    if update.contributors < 1:
+        raise PlatformError("fedsparsify-local needs the number of sites that voted")
+    mask = majority_mask(
+        update.vote_fraction,
+        plan.layout,
+        plan.mask,
+        contributors=update.contributors,
+        rule=majority_rule,
+    )
     apply_mask(model.state_dict(), mask)
     return mask
 
@@ -235,11 +261,6 @@ def check_compatible(spec: FederationSpec, data: SiteData) -> None:
     same = have == want if kind == "brainage" else int(np.prod(have)) == int(np.prod(want))
     if not same:
         raise ConfigError(f"site {data.name!r} inputs have shape {have}, model expects {want}")
-
-
-def spec_digest(spec: FederationSpec) -> str:
-    """SHA-256 hex of the spec's JSON: what a saved site state is bound to."""
-    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
 
 
 def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -313,7 +334,13 @@ class Site:
         if previous is not None:
             if self._plan is None:
                 raise PlatformError("round 0 has no previous aggregate to take in")
-            self._mask = apply_global_update(self._model, self._plan, previous, self.spec.method)
+            self._mask = apply_global_update(
+                self._model,
+                self._plan,
+                previous,
+                self.spec.method,
+                majority_rule=self.spec.majority_rule,
+            )
         mask = next_mask(self.spec, self._model, self._mask, round_index)
         apply_mask(self._model.state_dict(), mask)
         self._mask = mask
@@ -339,7 +366,9 @@ class Site:
         if self._finished:
             raise PlatformError(f"site {self.name!r} has already finished")
         self._model.load_state_dict(self._global)
-        self._mask = apply_global_update(self._model, plan, final, self.spec.method)
+        self._mask = apply_global_update(
+            self._model, plan, final, self.spec.method, majority_rule=self.spec.majority_rule
+        )
         self._global = _clone_state(self._model)
         self._finished = True
         return self._mask
@@ -412,9 +441,12 @@ class Site:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from :meth:`state_dict`'s output (same spec required)."""
-        if state.get("version") != _STATE_VERSION:
-            raise PlatformError(f"unsupported site state version {state.get('version')!r}")
-        if state.get("spec_digest") != spec_digest(self.spec):
+        if state.get("version") not in _READABLE_STATE_VERSIONS:
+            raise PlatformError(
+                f"unsupported site state version {state.get('version')!r} (this release reads "
+                f"{', '.join(map(str, _READABLE_STATE_VERSIONS))})"
+            )
+        if not matches_saved_digest(self.spec, state.get("spec_digest")):
             raise ConfigError("site state was saved under another federation spec")
         mask = unpack_mask(state["mask"], prunable_shapes(self._model))
         try:

@@ -77,7 +77,11 @@ class InProcessFederation:
             )
         )
         self.global_mask = apply_global_update(
-            self.global_model, plans[0], update, self.spec.method
+            self.global_model,
+            plans[0],
+            update,
+            self.spec.method,
+            majority_rule=self.spec.majority_rule,
         )
         metrics = evaluate(self.global_model, self.data.x_test, self.data.y_test, self.data.task)
         weights = np.array([u.num_samples for u in updates], dtype=np.float64)

@@ -7,13 +7,16 @@ because both sides of the wire must read it identically.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from fedsparsify.errors import ConfigError
+from fedsparsify.platform.model_size import MAX_BUILD_PARAMETERS, parameter_count
+from fedsparsify.platform.names import MAX_NAME_LENGTH, normalize_name
 
 __all__ = [
+    "DisplayName",
     "EnrollmentSpec",
     "FederationSpec",
     "Method",
@@ -31,6 +34,63 @@ Method = Literal["fedsparsify-global", "fedsparsify-local", "random", "fedavg"]
 MAX_ROUND_TIMEOUT_S = 365 * 24 * 3600.0
 #: A join code's default lifetime (7 days).
 DEFAULT_JOIN_CODE_S = 7 * 24 * 3600.0
+
+
+# -- bounds (issue 12): every number a spec holds is bounded, every name normalised ---------
+#
+# A spec arrives from an admin over HTTP and is then built by every site: nothing in it may make
+# a party allocate, loop or overflow without limit. The aggregator adds its own, lower limit on
+# the parameter count (``Settings.max_model_parameters``).
+
+#: Largest product of the input shape's dimensions (a 1 mm T1 volume has 7.2M voxels).
+MAX_INPUT_ELEMENTS = 1 << 26
+#: Most axes of an input shape: (C, D, H, W).
+MAX_INPUT_AXES = 4
+MAX_WIDTH = 256
+MAX_HIDDEN = 1 << 16
+MAX_CLASSES = 1 << 16
+MAX_CLIENTS = 100_000
+MAX_SCHEDULE_ROUND = 100_000
+MAX_LOCAL_EPOCHS = 1_000
+MAX_BATCH_SIZE = 1 << 16
+#: Seeds are unsigned 64-bit integers (what torch and NumPy take).
+MAX_SEED = (1 << 64) - 1
+#: Bound on the brain-age output offset and scale, in years.
+MAX_AGE_YEARS = 10_000.0
+
+
+def _name(value: object) -> object:
+    return normalize_name(value) if isinstance(value, str) else value
+
+
+#: A display name: NFC, trimmed, no control or invisible characters (``platform.names``).
+DisplayName = Annotated[
+    str, BeforeValidator(_name), Field(min_length=1, max_length=MAX_NAME_LENGTH)
+]
+InputDimension = Annotated[int, Field(ge=1, le=MAX_INPUT_ELEMENTS)]
+
+
+def _check_model_size(spec: ModelSpec) -> None:
+    elements = 1
+    for dim in spec.input_shape:
+        elements *= dim
+    if elements > MAX_INPUT_ELEMENTS:
+        raise ValueError(
+            f"input_shape {list(spec.input_shape)} has {elements:,} elements, at most "
+            f"{MAX_INPUT_ELEMENTS:,} are allowed"
+        )
+    try:
+        count = parameter_count(spec)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from exc
+    if count > MAX_BUILD_PARAMETERS:
+        raise ValueError(
+            f"the {spec.kind} model would have {count:,} trainable parameters, at most "
+            f"{MAX_BUILD_PARAMETERS:,} are allowed"
+        )
+
+
+# -- end of bounds ---------------------------------------------------------------------------
 
 
 class _Frozen(BaseModel):
@@ -52,32 +112,49 @@ class ScheduleSpec(_Frozen):
     kind: Literal["none", "progressive", "cubic", "one-shot"] = "progressive"
     target: float = Field(0.9, ge=0.0, lt=1.0, description="final sparsity (fraction pruned)")
     fraction: float = Field(0.2, gt=0.0, lt=1.0, description="progressive: share of the rest")
-    frequency: int = Field(1, ge=1, description="prune every this many rounds")
-    start_round: int = Field(1, ge=0, description="round of the first prune event (cubic: t0)")
-    end_round: int | None = Field(None, ge=1, description="cubic T (default: rounds - 1)")
+    frequency: int = Field(1, ge=1, le=MAX_SCHEDULE_ROUND, description="prune every n rounds")
+    start_round: int = Field(
+        1, ge=0, le=MAX_SCHEDULE_ROUND, description="round of the first prune event (cubic: t0)"
+    )
+    end_round: int | None = Field(
+        None, ge=1, le=MAX_SCHEDULE_ROUND, description="cubic T (default: rounds - 1)"
+    )
 
 
 class ModelSpec(_Frozen):
     """Which network to build; every client builds it identically from the federation seed."""
 
     kind: Literal["mlp", "cnn", "brainage"] = "brainage"
-    input_shape: tuple[int, ...] = (48, 56, 48)
-    width: int = Field(8, ge=1, description="brainage: filters of the first block")
-    hidden: int = Field(128, ge=1, description="mlp: hidden units")
-    num_classes: int = Field(10, ge=1, description="mlp/cnn: outputs")
+    input_shape: tuple[InputDimension, ...] = Field(
+        (48, 56, 48), min_length=1, max_length=MAX_INPUT_AXES
+    )
+    width: int = Field(8, ge=1, le=MAX_WIDTH, description="brainage: filters of the first block")
+    hidden: int = Field(128, ge=1, le=MAX_HIDDEN, description="mlp: hidden units")
+    num_classes: int = Field(10, ge=1, le=MAX_CLASSES, description="mlp/cnn: outputs")
     output_bias: float | None = Field(
-        None, description="brainage: fixed age offset added to the output (default: mean age)"
+        None,
+        ge=-MAX_AGE_YEARS,
+        le=MAX_AGE_YEARS,
+        description="brainage: fixed age offset added to the output (default: mean age)",
     )
     age_scale: float = Field(
-        50.0, gt=0.0, description="brainage: fixed years per output unit (keeps weights small)"
+        50.0,
+        gt=0.0,
+        le=MAX_AGE_YEARS,
+        description="brainage: fixed years per output unit (keeps weights small)",
     )
+
+    @model_validator(mode="after")
+    def _buildable(self) -> ModelSpec:
+        _check_model_size(self)
+        return self
 
 
 class TrainingSpec(_Frozen):
     """Local training settings applied by every client."""
 
-    local_epochs: int = Field(1, ge=1)
-    batch_size: int = Field(16, ge=1)
+    local_epochs: int = Field(1, ge=1, le=MAX_LOCAL_EPOCHS)
+    batch_size: int = Field(16, ge=1, le=MAX_BATCH_SIZE)
     lr: float = Field(0.01, gt=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
@@ -114,10 +191,14 @@ class FederationSpec(_Frozen):
     compare two sums; 1 rules that out, and a dropout then fails the round).
     """
 
-    name: str = Field(..., min_length=1, max_length=128)
+    name: DisplayName
     rounds: int = Field(10, ge=1, le=10_000)
-    min_clients: int = Field(2, ge=1, description="clients needed before round 0 can start")
-    quorum: int = Field(2, ge=1, description="uploads needed to close a round at its deadline")
+    min_clients: int = Field(
+        2, ge=1, le=MAX_CLIENTS, description="clients needed before round 0 can start"
+    )
+    quorum: int = Field(
+        2, ge=1, le=MAX_CLIENTS, description="uploads needed to close a round at its deadline"
+    )
     round_timeout_s: float = Field(600.0, gt=0.0, le=MAX_ROUND_TIMEOUT_S)
     auto_advance: bool = Field(True, description="start the next round when one closes")
     crypto_preset: Literal["lean", "peer-default", "plaintext"] = "lean"
@@ -125,7 +206,7 @@ class FederationSpec(_Frozen):
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="unsigned 64-bit")
     weighting: Literal["samples", "equal"] = "samples"
     max_weight_share: float = Field(0.5, gt=0.0, le=1.0, description="cap on any site's weight")
     max_samples_per_site: int | None = Field(
@@ -136,6 +217,16 @@ class FederationSpec(_Frozen):
     )
     max_attempts: int = Field(2, ge=1, le=10, description="attempts per round (dropouts)")
     enrollment: EnrollmentSpec = Field(default_factory=EnrollmentSpec)
+
+    # -- FedSparsify-Local's majority rule (issue 16) ----------------------------------------
+    majority_rule: Literal["floor-half", "half"] = Field(
+        "floor-half",
+        description=(
+            "fedsparsify-local: a coordinate survives with at least floor(K/2) of K votes "
+            "('floor-half', the published rule) or at least half of them ('half'); they "
+            "differ for odd K"
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod

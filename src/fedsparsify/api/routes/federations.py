@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Header, Response
 from fastapi.security import HTTPAuthorizationCredentials
 
 from fedsparsify.api.routes.deps import (
     AdminDep,
     MemberDep,
-    RoundsDep,
+    OnceDep,
+    ReadSessionDep,
     SessionDep,
     StateDep,
     bearer_scheme,
+    mark_replayed,
 )
 from fedsparsify.api.schemas import (
     EnrollmentOut,
@@ -26,6 +28,7 @@ from fedsparsify.api.schemas import (
 )
 from fedsparsify.api.services import enrollment
 from fedsparsify.api.services import federations as service
+from fedsparsify.api.services.idempotency import run_once
 from fedsparsify.platform.spec import FederationSpec
 
 router = APIRouter(
@@ -35,17 +38,45 @@ router = APIRouter(
 )
 
 
-@router.post("", status_code=201, response_model=FederationCreated, summary="Create (admin)")
+@router.post(
+    "",
+    status_code=201,
+    response_model=FederationCreated,
+    summary="Create (admin)",
+    responses={409: {"model": ErrorBody, "description": "the name is taken"}},
+)
 def create_federation(
-    spec: FederationSpec, _admin: AdminDep, session: SessionDep, state: StateDep
+    spec: FederationSpec,
+    _admin: AdminDep,
+    session: SessionDep,
+    state: StateDep,
+    once: OnceDep,
+    response: Response,
 ) -> FederationCreated:
     """Create a federation from its spec. The answer's ``enrollment_token`` is shown only here
-    (stored hashed): hand it to the sites, which register with it."""
-    return service.create_federation(session, spec, liveness_s=state.settings.client_liveness_s)
+    (stored hashed): hand it to the sites, which register with it. Names are unique (compared
+    in NFKC, case-folded: 409). 422 for a model over the aggregator's parameter limit, naming
+    the count. With an ``Idempotency-Key``, a retry returns this same federation and token."""
+    settings = state.settings
+    answer, replayed = run_once(
+        session,
+        once.request(spec),
+        FederationCreated,
+        lambda: service.create_federation(
+            session,
+            spec,
+            liveness_s=settings.client_liveness_s,
+            max_parameters=settings.max_model_parameters,
+        ),
+        ttl_s=settings.idempotency_ttl_s,
+        status_code=201,
+    )
+    mark_replayed(response, replayed)
+    return answer
 
 
 @router.get("", response_model=list[FederationSummary], summary="List (admin)")
-def list_federations(_admin: AdminDep, session: SessionDep) -> list[FederationSummary]:
+def list_federations(_admin: AdminDep, session: ReadSessionDep) -> list[FederationSummary]:
     """Every federation, oldest first."""
     return service.list_federations(session)
 
@@ -57,7 +88,7 @@ def list_federations(_admin: AdminDep, session: SessionDep) -> list[FederationSu
     responses={404: {"model": ErrorBody}},
 )
 def get_federation(
-    fid: str, _caller: MemberDep, session: SessionDep, state: StateDep, rounds: RoundsDep
+    fid: str, _caller: MemberDep, session: ReadSessionDep, state: StateDep
 ) -> FederationOut:
     """State (``enrolling``, ``running``, ``completed``, ``failed``), spec, current round,
     participants (no tokens), key status, and the per-round history: state, value count,
@@ -66,8 +97,6 @@ def get_federation(
     (its last request, or its registration) and ``active``: seen within the server's
     ``client_liveness_s`` or done with the latest round, i.e. in the next round if it holds the
     key (unless fewer than ``quorum`` are active: then every key holder is)."""
-    rounds.check_deadlines(fid)
-    session.expire_all()
     return service.describe_federation(
         session,
         service.get_federation(session, fid),
@@ -83,7 +112,7 @@ def get_federation(
 )
 def get_spec(
     fid: str,
-    session: SessionDep,
+    session: ReadSessionDep,
     state: StateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     x_enrollment_token: Annotated[str | None, Header()] = None,
@@ -110,12 +139,33 @@ def get_spec(
     responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
 )
 def rotate_enrollment(
-    fid: str, body: EnrollmentRotation, _admin: AdminDep, session: SessionDep
+    fid: str,
+    body: EnrollmentRotation,
+    _admin: AdminDep,
+    session: SessionDep,
+    state: StateDep,
+    once: OnceDep,
+    response: Response,
 ) -> EnrollmentOut:
     """Issue a new join code (shown only here); the old one stops working at once. Its limits
-    default to the spec's ``enrollment`` (lifetime; uses: ``max_uses`` or ``min_clients``)."""
-    fed = service.get_federation(session, fid)
-    return enrollment.rotate_join_code(session, fed, service.spec_of(fed), body)
+    default to the spec's ``enrollment`` (lifetime; uses: ``max_uses`` or ``min_clients``).
+    With an ``Idempotency-Key``, a retry returns this join code instead of rotating again."""
+
+    def rotate() -> EnrollmentOut:
+        fed = service.get_federation(session, fid)
+        return enrollment.rotate_join_code(session, fed, service.spec_of(fed), body)
+
+    answer, replayed = run_once(
+        session,
+        once.request(body),
+        EnrollmentOut,
+        rotate,
+        ttl_s=state.settings.idempotency_ttl_s,
+        status_code=201,
+        produce_commits=True,
+    )
+    mark_replayed(response, replayed)
+    return answer
 
 
 @router.delete(

@@ -67,7 +67,7 @@ def _put_context(state: AppState, fid: str, caller: Caller, data: bytes) -> Cont
 )
 def get_context(fid: str, _caller: MemberDep, state: StateDep) -> FileResponse:
     """The public context's bytes, streamed; header ``X-Context-Digest`` (SHA-256 hex)."""
-    with state.db.session() as session:
+    with state.db.read() as session:
         path, digest = service.public_context_path(state, session, fid)
     state.metrics.bytes_served.labels(kind="context").inc(path.stat().st_size)
     return FileResponse(
@@ -115,7 +115,7 @@ def _put_envelope(
 )
 def get_envelope(fid: str, caller: ClientDep, state: StateDep) -> FileResponse:
     """The envelope sealed for the caller, and only for the caller; 404 until sealed."""
-    with state.db.session() as session:
+    with state.db.read() as session:
         path = service.own_envelope_path(state, session, fid, caller)
     state.metrics.bytes_served.labels(kind="envelope").inc(path.stat().st_size)
     return FileResponse(path, media_type="application/octet-stream")

@@ -14,11 +14,12 @@ from fedsparsify.api.routes.deps import (
     AdminDep,
     ClientDep,
     MemberDep,
+    OnceDep,
     RoundsDep,
+    SessionDep,
     StateDep,
-    check_declared_length,
     counted_stream,
-    drain,
+    mark_replayed,
 )
 from fedsparsify.api.schemas import (
     ErrorBody,
@@ -27,6 +28,7 @@ from fedsparsify.api.schemas import (
     RoundOut,
     UploadAccepted,
 )
+from fedsparsify.api.services.idempotency import run_once
 from fedsparsify.api.services.uploads import stage_upload
 from fedsparsify.errors import FedsparsifyError
 
@@ -44,9 +46,6 @@ router = APIRouter(
 
 RoundIndex = Annotated[int, Path(ge=0, le=1_000_000, description="round index, from 0")]
 
-#: How much of a refused upload body is read and dropped so the client sees the answer.
-DRAIN_LIMIT = 64 << 20
-
 
 @router.post(
     "",
@@ -55,7 +54,15 @@ DRAIN_LIMIT = 64 << 20
     summary="Open the next round (admin)",
     responses={409: {"model": ErrorBody}},
 )
-def open_round(fid: str, _admin: AdminDep, rounds: RoundsDep) -> RoundOut:
+def open_round(
+    fid: str,
+    _admin: AdminDep,
+    rounds: RoundsDep,
+    session: SessionDep,
+    state: StateDep,
+    once: OnceDep,
+    response: Response,
+) -> RoundOut:
     """Open the next round. 409 when a round is still open, all ``spec.rounds`` have run, fewer
     than ``min_clients`` are registered, or (encrypted presets) the public context is missing or
     fewer than ``min_clients`` hold the key. Participants: the key holders, i.e. the dealer and
@@ -63,8 +70,19 @@ def open_round(fid: str, _admin: AdminDep, rounds: RoundsDep) -> RoundOut:
     (``plaintext``), that are active: seen within the server's ``client_liveness_s`` (any
     request with their token, or registration) or done with the previous round. When fewer
     than ``quorum`` are active, every key holder is a participant. With ``spec.auto_advance``
-    later rounds open by themselves when one closes or fails (same rule)."""
-    return rounds.open_next_round(fid)
+    later rounds open by themselves when one closes or fails (same rule). With an
+    ``Idempotency-Key``, a retry returns the round the first attempt opened."""
+    answer, replayed = run_once(
+        session,
+        once.request(),
+        RoundOut,
+        lambda: rounds.open_next_round(fid),
+        ttl_s=state.settings.idempotency_ttl_s,
+        status_code=201,
+        produce_commits=True,
+    )
+    mark_replayed(response, replayed)
+    return answer
 
 
 @router.get("", response_model=list[RoundOut], summary="List rounds (member)")
@@ -104,9 +122,11 @@ def get_round(fid: str, index: RoundIndex, _caller: MemberDep, rounds: RoundsDep
     responses={
         200: {"model": UploadAccepted, "description": "byte-identical re-upload (idempotent)"},
         400: {"model": ErrorBody, "description": "malformed, truncated or trailing bytes"},
+        408: {"model": ErrorBody, "description": "the body stalled or trickled: dropped"},
         409: {"model": ErrorBody, "description": "round_closed, context/mask/count mismatch"},
         413: {"model": ErrorBody},
         422: {"model": ErrorBody, "description": "weight above the client's share"},
+        503: {"model": ErrorBody, "description": "too many uploads at once: retry"},
     },
 )
 async def upload_update(
@@ -128,20 +148,22 @@ async def upload_update(
     ``truncated_stream`` / ``trailing_bytes``; 409 ``context_mismatch``, ``parameter_mismatch``,
     ``mask_mismatch``, ``count_mismatch``, ``round_closed`` (closed, failed, past the deadline),
     ``conflict`` (already uploaded other bytes); 403 not a participant or a header naming
-    another contributor; 413 over the size limit; 422 weight above your share. The same bytes
+    another contributor; 413 over the size limit (at once when ``Content-Length`` says so);
+    408 a body that stalls or trickles (dropped, nothing kept); 503 when the aggregator receives
+    as many uploads as it takes at once (retry); 422 weight above your share. The same bytes
     again: 200 with ``duplicate: true``. Accepted: 201, added into the round's encrypted sum."""
     metrics = state.metrics
     try:
-        check_declared_length(request, state.settings.max_upload_bytes, "upload")
         ticket = await run_in_threadpool(rounds.prepare_upload, fid, index, channel, caller)
         started = time.perf_counter()
-        staged = await stage_upload(state, ticket, counted_stream(request, state, "update"))
+        staged = await stage_upload(
+            state, rounds.files, ticket, counted_stream(request, state, "update")
+        )
         metrics.upload_stage_seconds.observe(time.perf_counter() - started)
         result = await run_in_threadpool(rounds.commit_upload, ticket, staged)
     except FedsparsifyError as exc:
         metrics.uploads_refused.labels(code=exc.code).inc()
-        log.info("upload to %s round %d %s refused: %s: %s", fid, index, channel, exc.code, exc)
-        await drain(request, DRAIN_LIMIT)
+        log.info("upload to %r round %d %r refused: %s: %s", fid, index, channel, exc.code, exc)
         raise
     if result.duplicate:
         response.status_code = 200
@@ -177,10 +199,30 @@ def get_aggregate(
     "/{index}/metrics",
     response_model=MetricsStored,
     summary="Report evaluation metrics (participant)",
+    responses={422: {"model": ErrorBody, "description": "over 64 metrics for this round"}},
 )
 def report_metrics(
-    fid: str, index: RoundIndex, body: MetricsReport, caller: ClientDep, rounds: RoundsDep
+    fid: str,
+    index: RoundIndex,
+    body: MetricsReport,
+    caller: ClientDep,
+    rounds: RoundsDep,
+    session: SessionDep,
+    state: StateDep,
+    once: OnceDep,
+    response: Response,
 ) -> MetricsStored:
     """Plaintext scalars for the round (e.g. ``sparsity``, ``val_mae``); merged with earlier
-    reports of the same client; shown in the federation's history."""
-    return rounds.report_metrics(fid, index, caller, body.metrics)
+    reports of the same client (at most 64 names per client and round: a report that would
+    exceed that is refused with 422); shown in the federation's history."""
+    answer, replayed = run_once(
+        session,
+        once.request(body),
+        MetricsStored,
+        lambda: rounds.report_metrics(fid, index, caller, body.metrics),
+        ttl_s=state.settings.idempotency_ttl_s,
+        status_code=200,
+        produce_commits=True,
+    )
+    mark_replayed(response, replayed)
+    return answer

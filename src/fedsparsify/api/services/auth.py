@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from fedsparsify.api.db import ClientRow, ServerSecretRow, now
@@ -27,6 +28,7 @@ __all__ = [
     "Caller",
     "bootstrap_admin_token",
     "identify",
+    "record_seen",
     "require_admin",
     "require_client",
     "require_member",
@@ -46,6 +48,8 @@ class Caller:
     client_id: str | None = None
     federation_id: str | None = None
     is_dealer: bool = False
+    #: When the client was last seen, as read with its token (for :func:`record_seen`).
+    last_seen_at: float | None = None
 
     def is_member_of(self, federation_id: str) -> bool:
         """A client of ``federation_id``."""
@@ -57,8 +61,25 @@ def bootstrap_admin_token(state: AppState) -> str | None:
 
     With ``FEDSPARSIFY_ADMIN_TOKEN`` set, that token is the admin token (its hash replaces any
     stored one). Otherwise the stored hash is used, or a token is generated, stored hashed and
-    logged once: it cannot be retrieved again.
+    logged once: it cannot be retrieved again. Several processes on one database: give them all
+    the same token (each keeps the hash it installed), or none (they share the stored one).
     """
+    try:
+        digest, generated = _install_admin_hash(state)
+    except IntegrityError:
+        # Another aggregator process stored the first hash at the same moment: read it.
+        digest, generated = _install_admin_hash(state)
+    state.admin_token_hash = digest
+    if generated is not None:
+        log.warning(
+            "generated the admin token (shown once, stored hashed; set FEDSPARSIFY_ADMIN_TOKEN "
+            "to choose one): %s",
+            generated,
+        )
+    return generated
+
+
+def _install_admin_hash(state: AppState) -> tuple[str, str | None]:
     configured = state.settings.admin_token
     generated: str | None = None
     with state.db.session() as session:
@@ -76,25 +97,18 @@ def bootstrap_admin_token(state: AppState) -> str | None:
         else:
             digest = row.value_hash
         session.commit()
-    state.admin_token_hash = digest
-    if generated is not None:
-        log.warning(
-            "generated the admin token (shown once, stored hashed; set FEDSPARSIFY_ADMIN_TOKEN "
-            "to choose one): %s",
-            generated,
-        )
-    return generated
+    return digest, generated
 
 
 def resolve_caller(state: AppState, session: Session, token: str | None) -> Caller:
     """The caller a bearer token stands for; :class:`AuthenticationError` if none.
 
-    A client's token also records that the client was seen (this may commit ``session``)."""
+    A client's token also records that the client was seen: pass the answer to
+    :func:`record_seen` once ``session`` is closed (the write is a transaction of its own, and
+    holding both connections at once would let concurrent requests drain the pool)."""
     if not token:
         raise AuthenticationError("missing bearer token (Authorization: Bearer <token>)")
-    caller, client = identify(state, session, hash_token(token))
-    if client is not None:
-        touch(session, client, now(), state.settings.client_liveness_s)
+    caller, _ = identify(state, session, hash_token(token))
     return caller
 
 
@@ -115,8 +129,17 @@ def identify(state: AppState, session: Session, digest: str) -> tuple[Caller, Cl
         client_id=client.id,
         federation_id=client.federation_id,
         is_dealer=client.is_dealer,
+        last_seen_at=client.last_seen_at,
     )
     return caller, client
+
+
+def record_seen(state: AppState, caller: Caller) -> None:
+    """Mark a client caller as seen now (throttled; see :func:`touch`)."""
+    if caller.client_id is not None:
+        touch(
+            state.db, caller.client_id, caller.last_seen_at, now(), state.settings.client_liveness_s
+        )
 
 
 def require_admin(caller: Caller) -> Caller:

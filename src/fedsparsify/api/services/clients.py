@@ -29,6 +29,7 @@ from fedsparsify.api.services.enrollment import check_join_code
 from fedsparsify.api.services.federations import spec_of
 from fedsparsify.crypto import PublicIdentity
 from fedsparsify.errors import AuthenticationError, ConfigError, ConflictError, NotFoundError
+from fedsparsify.platform.names import name_key
 
 __all__ = ["get_client", "list_clients", "register_client", "remove_client"]
 
@@ -53,7 +54,10 @@ def register_client(
     enrollment_token: str | None,
     body: ClientRegistration,
 ) -> ClientRegistered:
-    """Register a client; the first one becomes the key dealer. The token is shown once."""
+    """Add a client to ``session`` (flushed; the caller commits, see
+    :func:`~fedsparsify.api.services.idempotency.run_once`); the first one becomes the key
+    dealer. The token is shown once. Names are unique in the federation by
+    :func:`~fedsparsify.platform.names.name_key` (409)."""
     fed = session.get(FederationRow, federation_id, with_for_update=True)
     if fed is None:
         raise NotFoundError(f"no federation {federation_id!r}")
@@ -77,11 +81,11 @@ def register_client(
         raise ConfigError(
             f"num_samples {body.num_samples} exceeds the federation's max_samples_per_site {cap}"
         )
-    taken = session.scalars(
-        select(ClientRow.id).where(ClientRow.federation_id == fed.id, ClientRow.name == body.name)
-    ).first()
+    key = name_key(body.name)
+    names = session.scalars(select(ClientRow.name).where(ClientRow.federation_id == fed.id))
+    taken = next((n for n in names if name_key(n) == key), None)
     if taken is not None:
-        raise ConflictError(f"a client named {body.name!r} is already registered")
+        raise ConflictError(f"a client named {taken!r} is already registered")
     signing, envelope, mask = body.key_bytes()
     identity = PublicIdentity(signing_key=signing, envelope_key=envelope, mask_key=mask)
     token = new_token(CLIENT_PREFIX)
@@ -106,9 +110,8 @@ def register_client(
     if is_dealer:
         fed.dealer_id = client.id
     try:
-        session.commit()
+        session.flush()
     except IntegrityError as exc:
-        session.rollback()
         raise ConflictError(f"a client named {body.name!r} is already registered") from exc
     log.info(
         "federation %s: client %s registered as %r, fingerprint %s, %d samples (dealer: %s)",

@@ -27,15 +27,19 @@ from fedsparsify.api.schemas import (
     iso,
 )
 from fedsparsify.api.security import hash_token, new_id, token_matches
-from fedsparsify.api.services.auth import require_member, resolve_caller
+from fedsparsify.api.services.auth import record_seen, require_member, resolve_caller
 from fedsparsify.api.services.enrollment import check_join_code, issue_join_code
 from fedsparsify.api.services.liveness import active_ids
 from fedsparsify.api.state import AppState
 from fedsparsify.crypto import get_preset
-from fedsparsify.errors import AuthenticationError, NotFoundError
+from fedsparsify.errors import AuthenticationError, ConfigError, ConflictError, NotFoundError
+from fedsparsify.platform.model_size import parameter_count
+from fedsparsify.platform.names import name_key
 from fedsparsify.platform.spec import FederationSpec
+from fedsparsify.platform.spec_compat import SPEC_VERSION, load_stored_spec
 
 __all__ = [
+    "check_model_size",
     "create_federation",
     "describe_federation",
     "get_federation",
@@ -49,8 +53,8 @@ log = logging.getLogger(__name__)
 
 
 def spec_of(fed: FederationRow) -> FederationSpec:
-    """The stored spec as the model."""
-    return FederationSpec.model_validate(fed.spec)
+    """The stored spec as today's model, through the compatibility step for older formats."""
+    return load_stored_spec(fed.spec, fed.spec_version)
 
 
 def keys_required(fed: FederationRow) -> bool:
@@ -96,6 +100,7 @@ def read_spec(
                 return spec_of(fed)
         else:
             require_member(caller, federation_id)
+            record_seen(state, caller)
             return spec_of(get_federation(session, federation_id))
     raise AuthenticationError(
         f"wrong enrolment token for federation {federation_id!r} (or no such federation)"
@@ -115,18 +120,43 @@ def _enrolled(session: Session, federation_id: str, token: str) -> FederationRow
     return fed
 
 
+def check_model_size(spec: FederationSpec, max_parameters: int) -> int:
+    """The model's trainable parameter count; :class:`ConfigError` (422) over the limit."""
+    count = parameter_count(spec.model)
+    if count > max_parameters:
+        raise ConfigError(
+            f"the {spec.model.kind} model has {count:,} trainable parameters, more than this "
+            f"aggregator's limit of {max_parameters:,} (FEDSPARSIFY_MAX_MODEL_PARAMETERS)"
+        )
+    return count
+
+
 def create_federation(
-    session: Session, spec: FederationSpec, *, liveness_s: float
+    session: Session, spec: FederationSpec, *, liveness_s: float, max_parameters: int
 ) -> FederationCreated:
-    """Store a new federation; the answer carries its enrolment token (only time it is seen)."""
+    """Add a new federation to ``session`` (flushed; the caller commits, see
+    :func:`~fedsparsify.api.services.idempotency.run_once`); the answer carries its enrolment
+    token, the only time it is seen. The name must differ from every other federation's in
+    :func:`~fedsparsify.platform.names.name_key` (409)."""
     get_preset(spec.crypto_preset)
+    check_model_size(spec, max_parameters)
+    key = name_key(spec.name)
+    taken = next(
+        (n for n in session.scalars(select(FederationRow.name)) if name_key(n) == key), None
+    )
+    if taken is not None:
+        raise ConflictError(f"a federation named {taken!r} exists; choose another name")
     fed = FederationRow(
-        id=new_id(), name=spec.name, spec=spec.model_dump(mode="json"), state="enrolling"
+        id=new_id(),
+        name=spec.name,
+        spec=spec.model_dump(mode="json"),
+        spec_version=SPEC_VERSION,
+        state="enrolling",
     )
     token = issue_join_code(fed, spec)
     session.add(fed)
-    session.commit()
-    log.info("federation %s (%s) created, preset %s", fed.id, fed.name, spec.crypto_preset)
+    session.flush()
+    log.info("federation %s (%r) created, preset %s", fed.id, fed.name, spec.crypto_preset)
     out = describe_federation(session, fed, liveness_s=liveness_s)
     return FederationCreated(
         **out.model_dump(),
@@ -157,7 +187,7 @@ def list_federations(session: Session) -> list[FederationSummary]:
             name=f.name,
             state=f.state,
             current_round=latest.get(f.id),
-            rounds=int(f.spec.get("rounds", 0)),
+            rounds=spec_of(f).rounds,
             clients=int(counts.get(f.id, 0)),
             created_at=iso(f.created_at),
         )

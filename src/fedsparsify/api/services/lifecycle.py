@@ -10,7 +10,9 @@ uploaded *every* channel (:meth:`RoundFiles.write_aggregate`), so a dropped clie
 either channel's ciphertext sum nor in its weight sum. After the last round the federation is
 ``completed``; with ``auto_advance`` the next round opens when one finishes.
 
-Every change to one round's files and state happens under that round's lock.
+Every change to one round's files and state happens under that round's lock (across processes
+on PostgreSQL: see :mod:`fedsparsify.api.coordination`). Opening a round locks the federation's
+row, so two processes never open the same round twice.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import logging
 import time
 from collections.abc import Sequence
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from fedsparsify.api.db import ClientRow, FederationRow, RoundRow, UploadRow, now
@@ -28,7 +30,6 @@ from fedsparsify.api.services.federations import get_federation, keys_required, 
 from fedsparsify.api.services.keys import load_public_context
 from fedsparsify.api.services.liveness import active_ids, complete_uploaders
 from fedsparsify.api.services.round_queries import (
-    ACCEPTING,
     UNFINISHED,
     get_round_row,
     round_out,
@@ -190,20 +191,23 @@ class RoundLifecycle:
         return live
 
     def check_deadlines(self, fid: str | None = None, index: int | None = None) -> None:
-        """Close (quorum met) or fail every accepting round whose deadline has passed, and
-        finish any round left ``aggregating`` by a failed close."""
-        with self.state.db.session() as session:
-            query = select(RoundRow.federation_id, RoundRow.index).where(
-                or_(
-                    and_(RoundRow.state.in_(ACCEPTING), RoundRow.deadline <= now()),
-                    RoundRow.state == "aggregating",  # a close that failed: retry it
-                )
-            )
+        """Close (quorum met) or fail every accepting round whose deadline has passed, close
+        every accepting round that every participant uploaded to, and finish any round left
+        ``aggregating`` by a failed close (the last two: left so by a process that died)."""
+        with self.state.db.read() as session:
+            query = select(RoundRow).where(RoundRow.state.in_(UNFINISHED))
             if fid is not None:
                 query = query.where(RoundRow.federation_id == fid)
             if index is not None:
                 query = query.where(RoundRow.index == index)
-            due = [(row[0], row[1]) for row in session.execute(query).all()]
+            at = now()
+            due = [
+                (rnd.federation_id, rnd.index)
+                for rnd in session.scalars(query).all()
+                if rnd.state == "aggregating"
+                or rnd.deadline <= at
+                or set(complete_uploaders(rnd, uploads_of(session, rnd))) == set(rnd.participants)
+            ]
         for due_fid, due_index in due:
             with self.state.round_lock(due_fid, due_index):
                 self.finish_locked(due_fid, due_index)
@@ -309,12 +313,19 @@ class RoundLifecycle:
         )
 
     def after_finish(self, fid: str, index: int) -> None:
-        """Complete the federation after its last round, or open the next one if asked."""
+        """Complete the federation after its last round, or open the next one if asked.
+
+        Idempotent and safe to race: the federation's row is locked (PostgreSQL) or the
+        transaction holds the write lock (SQLite), and nothing happens once a later round exists.
+        """
         with self.state.db.session() as session:
             fed = session.get(FederationRow, fid, with_for_update=True)
             if fed is None or fed.state != "running":
                 return
-            rnd = get_round_row(session, fid, index)
+            latest = get_round_row(session, fid, None)
+            if latest.index != index:
+                return  # another process (or an earlier call) advanced already
+            rnd = latest
             spec = spec_of(fed)
             if index >= spec.rounds - 1:
                 fed.state = "completed" if rnd.state == "closed" else "failed"

@@ -1,7 +1,7 @@
 """Client liveness: who has been heard from lately, so that a dead site does not stall rounds.
 
 A client is *seen* when it registers and whenever a request authenticates with its token
-(:func:`touch`, called by :func:`fedsparsify.api.services.auth.resolve_caller`; written at most
+(:func:`touch`, called by :func:`fedsparsify.api.services.auth.record_seen`; written at most
 once per :data:`TOUCH_INTERVAL_S` so that polling does not turn into a database write per request).
 
 A client is *active* when it was seen within ``Settings.client_liveness_s``, or when it uploaded
@@ -16,11 +16,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from fedsparsify.api.db import ClientRow, RoundRow, UploadRow
+from fedsparsify.api.db import ClientRow, Database, RoundRow, UploadRow
 
 __all__ = [
     "TOUCH_INTERVAL_S",
@@ -48,21 +48,28 @@ def is_recent(client: ClientRow, at: float, window_s: float) -> bool:
     return at - last_seen(client) <= window_s
 
 
-def touch(session: Session, client: ClientRow, at: float, window_s: float) -> bool:
-    """Record that ``client`` was seen at ``at``, unless it was recorded less than
-    ``min(TOUCH_INTERVAL_S, window_s / 2)`` ago; commits ``session``. Returns whether it wrote.
+def touch(db: Database, client_id: str, previous: float | None, at: float, window_s: float) -> bool:
+    """Record that client ``client_id`` (last seen at ``previous``) was seen at ``at``, unless
+    ``previous`` is less than ``min(TOUCH_INTERVAL_S, window_s / 2)`` old. Returns whether it
+    wrote.
 
-    Best effort: a database too busy to take the write leaves the old time (the request goes on).
+    The write is a short transaction of its own, so that the caller's session can be a read
+    (on SQLite a read transaction that starts writing can be refused). Best effort: a database
+    too busy to take the write leaves the old time (the request goes on).
     """
-    previous = client.last_seen_at
     if previous is not None and at - previous < min(TOUCH_INTERVAL_S, window_s / 2):
         return False
-    client.last_seen_at = at
     try:
-        session.commit()
+        with db.session() as session:
+            session.execute(
+                update(ClientRow)
+                .where(ClientRow.id == client_id)
+                .where(or_(ClientRow.last_seen_at.is_(None), ClientRow.last_seen_at < at))
+                .values(last_seen_at=at)
+            )
+            session.commit()
     except OperationalError as exc:
-        session.rollback()
-        log.warning("could not record that client %s was seen: %s", client.id, exc.orig)
+        log.warning("could not record that client %s was seen: %s", client_id, exc.orig)
         return False
     return True
 

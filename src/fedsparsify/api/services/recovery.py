@@ -1,9 +1,18 @@
 """Restart: bring files and database back in line after a crash.
 
-The database is the truth: temporary files are discarded, upload files without a row deleted,
-and any running sum whose header contributors differ from the rows is rebuilt from the uploads;
-a round caught ``aggregating``, or one that every participant uploaded to, is closed. Other open
-rounds keep their deadline (stored in the database) and the deadline checker handles them.
+The database is the truth: temporary files of dead processes are discarded, upload files
+without a row deleted, and any running sum whose header contributors differ from the rows, or
+whose digest file does not match it (running sums are written without syncs), is rebuilt from
+the uploads; a round caught ``aggregating``, or one that every participant uploaded to, is
+closed. Other open rounds keep their deadline (stored in the database) and the deadline checker
+handles them.
+
+Several processes on one database (PostgreSQL) each run this at start, and it never touches a
+live process's work: every round is recovered under its round lock (which a live process holds
+from the moment it renames an upload into place until its row is committed and the sum renamed),
+and only the temporary folders of processes whose instance lock can be taken (dead ones) are
+removed. :meth:`Recovery.sweep`, run by the leader, does the same for processes that die later,
+and folds their metric samples into the retired set.
 """
 
 from __future__ import annotations
@@ -38,10 +47,8 @@ class Recovery:
 
     def run(self) -> None:
         """Bring files and database back in line after a crash (see the module docstring)."""
-        dropped = self.blobs.discard_temporaries()
-        if dropped:
-            log.warning("discarded %d partially written temporary file(s)", dropped)
-        with self.state.db.session() as session:
+        self._sweep_temporaries()
+        with self.state.db.read() as session:
             rows = [
                 (r.federation_id, r.index, r.state)
                 for r in session.scalars(select(RoundRow).order_by(RoundRow.id))
@@ -57,12 +64,12 @@ class Recovery:
                     self.lifecycle.finish_locked(fid, index)
                 else:
                     self.files.discard(fid, index, keep_uploads=self.state.settings.keep_uploads)
-        with self.state.db.session() as session:
+        with self.state.db.read() as session:
             running = session.scalars(
                 select(FederationRow.id).where(FederationRow.state == "running")
             ).all()
         for fid in running:
-            with self.state.db.session() as session:
+            with self.state.db.read() as session:
                 try:
                     last = get_round_row(session, fid, None)
                 except NotFoundError:
@@ -70,6 +77,34 @@ class Recovery:
                 finished = last.state in ("closed", "failed")
             if finished:
                 self.lifecycle.after_finish(fid, last.index)
+
+    def sweep(self) -> None:
+        """Remove what processes that died since left behind: temporary files, and (metrics in
+        the database) fold their samples into the retired set."""
+        self._sweep_temporaries()
+        shared = self.state.shared_metrics
+        if shared is None:
+            return
+        for instance in shared.instances():
+            with self.state.coordinator.claim_dead(instance) as dead:
+                if dead:
+                    shared.retire(instance)
+
+    def _sweep_temporaries(self) -> None:
+        loose = self.blobs.discard_loose_temporaries()
+        if loose:
+            log.warning("discarded %d temporary file(s) left by an older release", loose)
+        for owner in self.blobs.temporary_owners():
+            with self.state.coordinator.claim_dead(owner) as dead:
+                if not dead:
+                    continue
+                dropped = self.blobs.sweep_temporaries(owner)
+                if dropped:
+                    log.warning(
+                        "discarded %d partially written temporary file(s) of dead process %s",
+                        dropped,
+                        owner,
+                    )
 
     def _recover_accepting(self, fid: str, index: int) -> None:
         with self.state.db.session() as session:
@@ -112,5 +147,5 @@ class Recovery:
                     "round %d: rebuilding the %s sum from %d uploads", index, channel, len(known)
                 )
                 paths = self.files.upload_paths(fid, index, channel, known)
-                self.blobs.commit(self.files.fold(ctx, paths), sum_key(fid, index, channel))
+                self.files.commit_sum(self.files.fold(ctx, paths), fid, index, channel)
         fsync_dir(self.blobs.root)

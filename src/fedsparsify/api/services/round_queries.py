@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from fedsparsify.api.db import FederationRow, RoundRow, UploadRow
 from fedsparsify.api.schemas import RoundOut, iso
+from fedsparsify.api.services.federations import spec_of
 from fedsparsify.api.services.liveness import complete_uploaders
 from fedsparsify.errors import NotFoundError
 
@@ -43,7 +44,7 @@ def round_out(session: Session, rnd: RoundRow, *, pairwise_masks: bool | None = 
     """The public view of a round."""
     if pairwise_masks is None:
         fed = session.get(FederationRow, rnd.federation_id)
-        pairwise_masks = bool(fed is not None and fed.spec.get("pairwise_masks", False))
+        pairwise_masks = fed is not None and spec_of(fed).pairwise_masks
     uploads = uploads_of(session, rnd)
     per_channel: dict[str, list[str]] = {ch: [] for ch in rnd.channels}
     for up in uploads:

@@ -1,9 +1,13 @@
 """Uploads: who may upload what, the streamed body checked frame by frame, and the commit.
 
-Durability order of one upload: body → temporary file (validated frame by frame, fsynced) →
-renamed into ``uploads/`` → new running sum into a temporary file (fsynced) → database row
-committed → sum renamed into place. The database is the truth; :mod:`.recovery` brings files
-back in line after a crash.
+One upload, in order: each frame of the body is validated as it arrives and, at once, added to
+the channel's running sum as it stood when the body began (:class:`RunningSum`), while the raw
+body goes to a temporary file; at the end the body file is fsynced (the upload's one data sync).
+Under the round lock: the body is renamed into ``uploads/`` (directory synced), the new sum is
+the streamed one if nobody else's upload was committed meanwhile (else the upload is folded
+into the current sum, as before), the database row is committed, and the new sum is renamed
+into place with its digest, unsynced (:mod:`.round_store`: it can be rebuilt from the uploads).
+The database is the truth; :mod:`.recovery` brings files back in line after a crash.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -29,12 +33,14 @@ from fedsparsify.api.services.keys import load_public_context
 from fedsparsify.api.services.lifecycle import RoundLifecycle
 from fedsparsify.api.services.liveness import complete_uploaders
 from fedsparsify.api.services.round_queries import ACCEPTING, get_round_row, uploads_of
-from fedsparsify.api.services.round_store import RoundFiles, sum_key, upload_key
+from fedsparsify.api.services.round_store import PendingSum, RoundFiles, SumFile, upload_key
 from fedsparsify.api.state import AppState
 from fedsparsify.crypto import PublicContext, RoundBinding, UpdateHeader, UpdateParser
+from fedsparsify.crypto.aggregate import RunningSum
 from fedsparsify.errors import (
     ConflictError,
     CountMismatchError,
+    FedsparsifyError,
     MaskMismatchError,
     NotFoundError,
     ParameterMismatchError,
@@ -80,44 +86,135 @@ class UploadTicket:
 
 
 @dataclass(frozen=True)
+class StreamedSum:
+    """The running sum with a staged upload added while it streamed in (not committed)."""
+
+    made: SumFile
+    base: tuple[str, ...]
+    seconds: float
+
+
+@dataclass(frozen=True)
 class StagedUpload:
-    """A fully received and validated body in a temporary file (fsynced)."""
+    """A fully received and validated body in a temporary file (fsynced), and the running sum
+    it was added to on the way (None when that could not be done: the commit adds it)."""
 
     tmp: Path
     header: UpdateHeader
     bytes: int
     sha256: str
+    streamed: StreamedSum | None = None
+
+    def discard(self) -> None:
+        """Remove the temporary files left (after a commit, only what it did not use)."""
+        self.tmp.unlink(missing_ok=True)
+        if self.streamed is not None:
+            self.streamed.made.tmp.unlink(missing_ok=True)
 
 
-def _feed(parser: UpdateParser, fh: BinaryIO, data: bytes) -> None:
-    parser.feed(data)
-    fh.write(data)
+class _Receiver:
+    """Validates an upload body as it arrives, keeps it, and adds it to the running sum."""
+
+    def __init__(self, state: AppState, files: RoundFiles, ticket: UploadTicket) -> None:
+        self.ticket = ticket
+        self.files = files
+        self.parser = UpdateParser(
+            ticket.ctx,
+            expect_kind="update",
+            expect_context_digest=ticket.context_digest,
+            expect_mask_digest=ticket.expect_mask,
+            expect_values=ticket.expect_values,
+            expect_binding=ticket.binding,
+            expect_channel=ticket.channel,
+        )
+        self.tmp = state.blobs.temp_path(f"upload-{ticket.channel}")
+        self.fh: BinaryIO = self.tmp.open("wb")
+        self.blobs = state.blobs
+        self._sum: RunningSum | None = None
+        self._out: PendingSum | None = None
+        self._base: BinaryIO | None = None
+        self._sum_s = 0.0
+        self._tried = False
+
+    def feed(self, data: bytes) -> None:
+        """Check ``data`` (typed wire errors), keep it, add its completed frames to the sum."""
+        loaded = self.parser._feed(data)
+        self.fh.write(data)
+        if not self._tried and self.parser.header is not None:
+            self._tried = True
+            self._guard(self._start, self.parser.header)
+        if self._sum is not None:
+            for _payload, frame in loaded:
+                self._guard(self._sum.add, frame)
+
+    def _start(self, header: UpdateHeader) -> None:
+        t = self.ticket
+        self._base = self.files.open_sum(t.federation_id, t.index, t.channel)
+        self._out = PendingSum(self.blobs)
+        self._sum = RunningSum(t.ctx, self._base, self._out)
+        self._sum.start(header)
+
+    def _guard(self, step: Callable[..., object], arg: object) -> None:
+        """Run a running-sum step; any failure only gives up the streamed sum (the base may
+        have been discarded or may not combine with this upload: the commit decides)."""
+        started = time.perf_counter()
+        try:
+            step(arg)
+        except (FedsparsifyError, OSError) as exc:
+            log.debug("upload of %s: not summed while streaming: %s", self.ticket.client_id, exc)
+            self._drop()
+        finally:
+            self._sum_s += time.perf_counter() - started
+
+    def _drop(self) -> None:
+        if self._out is not None:
+            self._out.discard()
+        if self._base is not None:
+            self._base.close()
+        self._sum = self._out = self._base = None
+
+    def finish(self, tail: bytes) -> tuple[UpdateHeader, StreamedSum | None]:
+        """The body's last bytes, then its end: the header (truncated: typed error) and the
+        streamed sum (one worker-thread hop for both)."""
+        if tail:
+            self.feed(tail)
+        header = self.parser.finish()
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+        streamed = None
+        if self._sum is not None and self._out is not None:
+            running = self._sum
+            self._guard(lambda _: running.finish(), None)
+        if self._sum is not None and self._out is not None:
+            base = self._sum.base_contributors
+            if self._base is not None:
+                self._base.close()
+            streamed = StreamedSum(self._out.close(), base, self._sum_s)
+        return header, streamed
+
+    def abort(self) -> None:
+        """Remove everything this body left."""
+        self.fh.close()
+        self.tmp.unlink(missing_ok=True)
+        self._drop()
 
 
 async def stage_upload(
-    state: AppState, ticket: UploadTicket, chunks: AsyncIterable[bytes]
+    state: AppState, files: RoundFiles, ticket: UploadTicket, chunks: AsyncIterable[bytes]
 ) -> StagedUpload:
-    """Read an upload body, validating frame by frame, into an fsynced temporary file.
+    """Read an upload body, validating frame by frame and adding each frame to the running
+    sum as it arrives, into an fsynced temporary file.
 
     Raises the typed wire error at the first bad byte and :class:`PayloadTooLargeError` past
-    ``ticket.max_bytes``; the temporary file is removed on any error. Memory: one frame plus
-    :data:`FEED_BYTES`.
+    ``ticket.max_bytes``; the temporary files are removed on any error. Memory: one frame per
+    stream (body, running sum) plus :data:`FEED_BYTES`.
     """
-    parser = UpdateParser(
-        ticket.ctx,
-        expect_kind="update",
-        expect_context_digest=ticket.context_digest,
-        expect_mask_digest=ticket.expect_mask,
-        expect_values=ticket.expect_values,
-        expect_binding=ticket.binding,
-        expect_channel=ticket.channel,
-    )
+    receiver = _Receiver(state, files, ticket)
     digest = hashlib.sha256()
     total = 0
     pending: list[bytes] = []
     pending_bytes = 0
-    tmp = state.blobs.temp_path(f"upload-{ticket.channel}")
-    fh = tmp.open("wb")
     try:
         async for chunk in chunks:
             if not chunk:
@@ -131,18 +228,12 @@ async def stage_upload(
             if pending_bytes >= FEED_BYTES:
                 data = b"".join(pending)
                 pending, pending_bytes = [], 0
-                await anyio.to_thread.run_sync(_feed, parser, fh, data)
-        if pending:
-            await anyio.to_thread.run_sync(_feed, parser, fh, b"".join(pending))
-        header = parser.finish()
-        fh.flush()
-        await anyio.to_thread.run_sync(os.fsync, fh.fileno())
-        fh.close()
+                await anyio.to_thread.run_sync(receiver.feed, data)
+        header, streamed = await anyio.to_thread.run_sync(receiver.finish, b"".join(pending))
     except BaseException:
-        fh.close()
-        tmp.unlink(missing_ok=True)
+        receiver.abort()
         raise
-    return StagedUpload(tmp=tmp, header=header, bytes=total, sha256=digest.hexdigest())
+    return StagedUpload(receiver.tmp, header, total, digest.hexdigest(), streamed)
 
 
 class UploadService:
@@ -155,9 +246,9 @@ class UploadService:
         self.lifecycle = lifecycle
 
     def prepare(self, fid: str, index: int, channel: str, caller: Caller) -> UploadTicket:
-        """Check that ``caller`` may upload ``channel`` to round ``index`` now."""
-        self.lifecycle.check_deadlines(fid, index)
-        with self.state.db.session() as session:
+        """Check that ``caller`` may upload ``channel`` to round ``index`` now (read only: the
+        deadline checker, not this, closes a round whose deadline passed)."""
+        with self.state.db.read() as session:
             fed = get_federation(session, fid)
             rnd = get_round_row(session, fid, index)
             if channel not in rnd.channels:
@@ -176,6 +267,8 @@ class UploadService:
             ).first()
             if existing is None and rnd.state not in ACCEPTING:
                 raise RoundClosedError(f"round {index} is {rnd.state}: it takes no uploads")
+            if existing is None and now() >= rnd.deadline:
+                raise RoundClosedError(f"round {index} passed its deadline")
             ctx = load_public_context(self.state, fed)
             return UploadTicket(
                 federation_id=fid,
@@ -202,13 +295,13 @@ class UploadService:
                         # The upload is stored and counted; the checker retries the close.
                         log.exception("closing round %d failed; will retry", ticket.index)
         finally:
-            staged.tmp.unlink(missing_ok=True)
+            staged.discard()
         if not accepted.duplicate:
             self.state.metrics.uploads_accepted.labels(channel=ticket.channel).inc()
         return accepted.model_copy(update={"round_state": self._state_of(ticket)})
 
     def _state_of(self, ticket: UploadTicket) -> str:
-        with self.state.db.session() as session:
+        with self.state.db.read() as session:
             return get_round_row(session, ticket.federation_id, ticket.index).state
 
     def _commit_locked(
@@ -232,7 +325,13 @@ class UploadService:
                         f"you already uploaded channel {channel!r} of round {index} (different "
                         "bytes); an upload cannot be replaced"
                     )
-                return self._accepted(ticket, staged, rnd.state, duplicate=True), False
+                # A retry after the process that stored it died before closing the round:
+                # close it now if everyone is in.
+                everyone = set(complete_uploaders(rnd, uploads)) == set(rnd.participants)
+                return (
+                    self._accepted(ticket, staged, rnd.state, duplicate=True),
+                    everyone and rnd.state in ACCEPTING,
+                )
             if rnd.state not in ACCEPTING:
                 raise RoundClosedError(f"round {index} is {rnd.state}: it takes no uploads")
             if now() >= rnd.deadline:
@@ -243,12 +342,16 @@ class UploadService:
             session.commit()
             ctx = ticket.ctx
             upload_path = self.blobs.commit(staged.tmp, upload_key(fid, index, channel, client_id))
-            new_sum: Path | None = None
+            new_sum: SumFile | None = None
             try:
                 same = [u.client_id for u in uploads if u.channel == channel]
-                started = time.perf_counter()
-                new_sum = self.files.add_to_sum(ctx, fid, index, channel, same, upload_path)
-                seconds = time.perf_counter() - started
+                streamed = staged.streamed
+                if streamed is not None and sorted(streamed.base) == sorted(same):
+                    new_sum, seconds = streamed.made, streamed.seconds
+                else:  # someone else's upload was committed while this one streamed in
+                    started = time.perf_counter()
+                    new_sum = self.files.add_to_sum(ctx, fid, index, channel, same, upload_path)
+                    seconds = time.perf_counter() - started
                 session.add(
                     UploadRow(
                         round_id=rnd.id,
@@ -269,9 +372,9 @@ class UploadService:
             except BaseException:
                 upload_path.unlink(missing_ok=True)
                 if new_sum is not None:
-                    new_sum.unlink(missing_ok=True)
+                    new_sum.tmp.unlink(missing_ok=True)
                 raise
-            self.blobs.commit(new_sum, sum_key(fid, index, channel))
+            self.files.commit_sum(new_sum, fid, index, channel)
             self.state.metrics.aggregation_seconds.labels(step="add").observe(seconds)
             log.info(
                 "federation %s round %d: %s accepted from %s (%d bytes)",

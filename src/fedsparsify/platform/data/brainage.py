@@ -409,11 +409,14 @@ def make_brainage_federation(
     seed: int = 0,
     cache_dir: Path | None = None,
     profiles: Sequence[SiteProfile] | None = None,
+    subject_offset: int = 0,
 ) -> FederatedData:
     """A regression federation: x ``(N, 1, *shape)`` z-scored float32, y = age (years, float32).
 
     Sites come from :func:`default_site_profiles` (or ``profiles``). Each site's subjects
-    ``0..n-1`` are split in order: the last ``round(n * val_fraction)`` (at least one) validate.
+    ``subject_offset..subject_offset+n-1`` (other subjects of the same sites, e.g. an attacker's
+    own sample in the privacy benchmark, for a non-zero offset) are split in order: the last
+    ``round(n * val_fraction)`` (at least one) validate.
     The test set has ``test_subjects`` subjects drawn round-robin from every site's profile
     (indices from :data:`TEST_INDEX_OFFSET`), so it follows the whole population's ages and
     scanners.
@@ -426,13 +429,19 @@ def make_brainage_federation(
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if test_subjects < 0:
         raise ConfigError(f"test_subjects must be >= 0, got {test_subjects}")
+    if not 0 <= subject_offset <= TEST_INDEX_OFFSET // 2:
+        raise ConfigError(f"subject_offset must be in [0, {TEST_INDEX_OFFSET // 2}]")
     sizes = site_sizes(n_sites, subjects_per_site, size_skew=size_skew)
     shape_t = output_grid(shape).shape
 
     sites = []
     for profile, n in zip(profiles, sizes, strict=True):
         x, ages = generate_site_volumes(
-            profile, range(n), seed=seed, shape=shape_t, cache_dir=cache_dir
+            profile,
+            range(subject_offset, subject_offset + n),
+            seed=seed,
+            shape=shape_t,
+            cache_dir=cache_dir,
         )
         n_val = max(1, round(n * val_fraction)) if val_fraction > 0 else 0
         x_train, y_train = _to_tensors(x[: n - n_val], ages[: n - n_val])
