@@ -812,6 +812,7 @@ def simulate(
     console.print(Markdown(summary_table(result, parsed)))
     typer.echo(f"report: {report}")
 
+
 # -- database -------------------------------------------------------------------------------
 
 app.add_typer(db_app, name="db")

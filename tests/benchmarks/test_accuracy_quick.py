@@ -116,7 +116,7 @@ def test_methods_follow_their_own_schedules(report: dict[str, Any]) -> None:
             assert 0.0 < spars[method][setup.prune_start] < 0.9  # a step on the way
         one = spars["one-shot"]
         assert one[: setup.one_shot_round] == [0.0] * setup.one_shot_round
-        assert set(one[setup.one_shot_round :]) == {pytest.approx(0.9, abs=1e-3)}
+        assert all(s == pytest.approx(0.9, abs=1e-3) for s in one[setup.one_shot_round :])
         assert abs(spars["fedsparsify-local"][-1] - 0.9) < 0.02  # the vote lands near it
         metric = setup.metric
         curves = {m: [r[metric] for r in rows] for m, rows in by_method.items()}

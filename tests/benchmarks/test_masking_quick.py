@@ -12,7 +12,8 @@ from fedsparsify.platform.round_rules import RESULT_GRID
 
 def test_masks_keep_the_upload_size_and_the_sum(tmp_path: Path) -> None:
     (row,) = measure_masking((3,), workload="vec100k", repeats=1)
-    assert row["n_kept"] == 5_000 and row["frames"] == 2
+    # 5 % of 100k values, kept per layer of the workload (rounded up per layer)
+    assert 5_000 <= row["n_kept"] <= 5_500 and row["frames"] == 2
     assert (
         abs(row["upload_bytes_masked"] - row["upload_bytes_plain"])
         < 0.01 * row["upload_bytes_plain"]

@@ -21,8 +21,8 @@ def test_quick_run_writes_one_row_per_setup(tmp_path: Path, postgres: object) ->
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["benchmark"] == "replicas"
-    assert report["command"] == "fedsparsify bench replicas " + " ".join(args)
-    assert len(report["git_commit"]) in (40, len("unknown"))
+    assert report["command"] == "fedsparsify bench replicas " + " ".join([*args, "--seed", "0"])
+    assert len(report["git_commit"].removesuffix("+dirty")) in (40, len("unknown"))
     rows = report["rows"]
     assert [(r["database"], r["processes"]) for r in rows] == [
         ("sqlite", 1),

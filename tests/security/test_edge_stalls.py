@@ -55,7 +55,8 @@ def fed(server: LiveServer) -> Federation:
 
 
 def _tmp_files(server: LiveServer) -> list[Path]:
-    return sorted((server.data_dir / "blobs" / "tmp").iterdir())
+    """Temporary files of any aggregator process (each writes under its own folder)."""
+    return sorted(p for p in (server.data_dir / "blobs" / "tmp").rglob("*") if p.is_file())
 
 
 def _stalled_json(port: int, source: str = ATTACKER) -> tuple[socket.socket, float]:

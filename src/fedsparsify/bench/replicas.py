@@ -23,7 +23,6 @@ import json
 import os
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,6 +35,7 @@ import numpy as np
 from fedsparsify.bench.latency import machine_info
 from fedsparsify.bench.postgres import LocalPostgres
 from fedsparsify.bench.probes import ServerCounters, read_counters
+from fedsparsify.bench.provenance import git_commit
 from fedsparsify.bench.scaling import setup_federation
 from fedsparsify.clients.launcher import AggregatorProcess, start_aggregator
 from fedsparsify.clients.rest import AggregatorClient, Registration
@@ -49,16 +49,6 @@ MASK = "b" * 64
 
 def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
-
-
-def _git_commit() -> str:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return done.stdout.strip()
 
 
 def _start(
@@ -284,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "replicas",
         "command": "fedsparsify bench replicas "
         + " ".join(argv if argv is not None else sys.argv[1:]),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "machine": machine,
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "elapsed_s": time.perf_counter() - started,

@@ -21,13 +21,13 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from fedsparsify.bench.probes import RssSampler
+from fedsparsify.bench.provenance import git_commit
 from fedsparsify.sim import Simulation, make_engine, make_source
 from fedsparsify.sim.specs import default_spec
 
@@ -49,16 +49,6 @@ KEYS = (
     "final_accuracy",
     "sparsity",
 )
-
-
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip()
 
 
 def measure(
@@ -163,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {
-            "git_commit": _git_commit(),
+            "git_commit": git_commit(),
             "command": "fedsparsify bench simulate "
             + shlex.join(argv if argv is not None else sys.argv[1:]),
             "cpus": os.cpu_count(),
