@@ -34,6 +34,7 @@ from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_limits
 
+from fedsparsify.bench.provenance import provenance
 from fedsparsify.platform.data.brainage import (
     COARSE_SHAPE,
     DEFAULT_SHAPE,
@@ -173,9 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     for shape, seconds in timing.items():
         print(f"generation, median per volume at {shape}: {seconds * 1000:.0f} ms")
 
+    command = ["benchmarks/data_difficulty.py", *(argv if argv is not None else sys.argv[1:])]
     result = {
         "benchmark": "data_difficulty",
-        "command": " ".join(["benchmarks/data_difficulty.py", *(argv or sys.argv[1:])]),
+        "provenance": provenance(command),
+        "command": " ".join(command),
         "sites": args.sites,
         "subjects_per_site": per_site,
         "folds": args.folds,

@@ -29,6 +29,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from fedsparsify.bench.provenance import provenance
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -134,7 +136,8 @@ def main() -> int:
         seconds = time.monotonic() - started
         records = [json.loads(line) for line in record.read_text().splitlines() if line]
         security = security_cases(junit)
-    report = summarise(records, code, seconds)
+    report = {"provenance": provenance(["benchmarks/reliability.py", *sys.argv[1:]])}
+    report.update(summarise(records, code, seconds))
     report["security_tests"] = security
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
