@@ -16,7 +16,9 @@ pytestmark = pytest.mark.e2e
 
 def test_quick_run_writes_one_row_per_setup(tmp_path: Path, postgres: object) -> None:
     out = tmp_path / "replicas.json"
-    args = ["--quick", "--sites", "4", "--values", "5000", "--processes", "1,2", "--json", str(out)]
+    # two rounds per setup: each round is a federation of its own, on one server
+    args = ["--quick", "--sites", "4", "--values", "5000", "--rounds", "2", "--processes", "1,2"]
+    args += ["--json", str(out)]
     result = CliRunner().invoke(app, ["bench", "replicas", *args])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -30,7 +32,7 @@ def test_quick_run_writes_one_row_per_setup(tmp_path: Path, postgres: object) ->
         ("postgresql", 2),
     ]
     for row in rows:
-        assert row["uploads"] == 4 and row["sites"] == 4 and row["upload_bytes"] > 0
+        assert row["uploads"] == 8 and row["sites"] == 4 and row["upload_bytes"] > 0
         assert row["uploads_per_s"] > 0
         assert 0 < row["latency_p50_s"] <= row["latency_p99_s"]
         assert row["server_add_s_per_upload"] > 0 and row["server_stage_s_per_upload"] > 0

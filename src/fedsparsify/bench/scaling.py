@@ -41,7 +41,7 @@ def setup_federation(
     """A federation with ``k`` registered identities holding the key; the first is the dealer."""
     created = admin.create_federation(
         {
-            "name": f"scaling-{k}",
+            "name": f"scaling-{k}-seed-{seed}",  # names are unique per aggregator
             "rounds": 1,
             "min_clients": k,
             "quorum": k,
