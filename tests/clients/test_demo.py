@@ -64,6 +64,9 @@ def test_demo_writes_a_report(tmp_path: Path) -> None:
     for name in ("report.md", "metrics.json", "mae.png", "sparsity.png", "bytes.png"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
+    heading = "# fedsparsify demo: federated brain age, sparse and encrypted"
+    assert (out / "report.md").read_text().splitlines()[0] == heading
+    assert metrics["title"] == heading.removeprefix("# ")
     (main,) = metrics["runs"]
     assert main["name"] == "sparse-ckks" and main["preset"] == "lean"
     assert [row["round"] for row in main["rows"]] == [0, 1]

@@ -191,9 +191,9 @@ def write_report(
         "sparsity.png": ("sparsity", "sparsity", False, "Sparsity of the global model per round"),
         "bytes.png": ("upload_bytes", "bytes", True, "Upload per site per round"),
     }
-    for name, (key, label, log, title) in plots.items():
+    for name, (key, label, log, caption) in plots.items():
         mean = key in ("val_mae", "val_accuracy")
-        plot_title = f"{title} (mean over sites)" if mean else title
+        plot_title = f"{caption} (mean over sites)" if mean else caption
         _plot(runs, key, label, out_dir / name, log=log, title=plot_title, reference=reference)
     payload = {
         "title": title,
