@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from fedsparsify.cli_common import fail
+
 if TYPE_CHECKING:
     from fedsparsify.api import Settings
     from fedsparsify.api.db import Database
@@ -48,11 +50,6 @@ def _open(data_dir: Path | None, database_url: str | None) -> tuple[Settings, Da
     return settings, Database(url)
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    typer.secho(f"error: {exc}", err=True, fg="red")
-    return typer.Exit(code=1)
-
-
 @db_app.command("status")
 def db_status(data_dir: DataDirOpt = None, database_url: UrlOpt = None) -> None:
     """Print the schema revision of the database and the newest one this release knows."""
@@ -63,7 +60,7 @@ def db_status(data_dir: DataDirOpt = None, database_url: UrlOpt = None) -> None:
     try:
         found = schema.status(db)
     except FedsparsifyError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     finally:
         db.dispose()
     typer.echo(f"{found.state}: revision {found.revision or '-'} (this release: {found.head})")
@@ -86,7 +83,7 @@ def db_upgrade(data_dir: DataDirOpt = None, database_url: UrlOpt = None) -> None
             lock.acquire()  # no aggregator may run on this data directory meanwhile
         before, after = schema.upgrade(db)
     except FedsparsifyError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     finally:
         lock.release()
         db.dispose()
