@@ -61,9 +61,21 @@ def bench_crypto(
             "2,948,801 values, 4 and 16 sites (needs the bench extra; skipped with a message)"
         ),
     ] = False,
+    masking: Annotated[
+        bool,
+        typer.Option(
+            help="instead: what the pairwise masks cost a site (BrainAge at 0.95; 4, 16 and "
+            "100 participants; `bench masking` has the options)"
+        ),
+    ] = False,
 ) -> None:
     """What sparse CKKS updates cost per preset and sparsity, without a network."""
     from fedsparsify.bench.crypto_costs import main as crypto_main
+
+    if masking:
+        from fedsparsify.bench.masking import main as masking_main
+
+        raise typer.Exit(masking_main(_flag_args(quick=quick, json=json_out)))
 
     if sum((quick, full, brainage, n_total is not None)) > 1:
         raise typer.BadParameter(

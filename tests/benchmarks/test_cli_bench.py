@@ -31,3 +31,14 @@ def test_bench_crypto_passes_its_options_through(tmp_path: Path) -> None:
 def test_bench_crypto_refuses_an_unknown_option() -> None:
     result = CliRunner().invoke(app, ["bench", "crypto", "--no-such-option"])
     assert result.exit_code == 2
+
+
+def test_bench_crypto_masking_runs_the_masking_benchmark(tmp_path: Path) -> None:
+    out = tmp_path / "masking.json"
+    result = CliRunner().invoke(
+        app, ["bench", "crypto", "--masking", "--quick", "--json", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    body = json.loads(out.read_text())
+    assert [r["participants"] for r in body["rows"]] == [4, 16]
+    assert all(r["upload_bytes_masked"] == r["upload_bytes_plain"] for r in body["rows"])
