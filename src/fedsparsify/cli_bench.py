@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from fedsparsify.cli_common import fail
+from fedsparsify.errors import ConfigError
 
 __all__ = ["bench_app"]
 
@@ -138,6 +139,17 @@ def bench_masking(
         json=json_out,
     )
     raise typer.Exit(masking_main(argv))
+
+
+def _sparsities(text: str) -> tuple[float, ...]:
+    """``--sparsities`` as floats (a clear error naming the bad entry)."""
+    out = []
+    for part in text.split(","):
+        try:
+            out.append(float(part))
+        except ValueError:
+            raise ConfigError(f"--sparsities: {part!r} is not a number") from None
+    return tuple(out)
 
 
 @bench_app.command("accuracy")
@@ -295,24 +307,33 @@ def bench_latency(
         str | None, typer.Option(help="comma-separated client counts; '' skips")
     ] = None,
     inference: Annotated[bool, typer.Option(help="measure the pruned model's inference")] = True,
+    modes: Annotated[
+        str | None,
+        typer.Option(help="comma-separated modes, e.g. ckks-peer-dense,ckks-lean-sparse"),
+    ] = None,
+    sparsities: Annotated[
+        str | None, typer.Option(help="comma-separated sparsities of the sparse modes, e.g. 0.95")
+    ] = None,
 ) -> None:
     """Dense and sparse encrypted rounds over real HTTP, phase by phase, with the aggregator's
     scaling and the pruned model's inference costs."""
     from fedsparsify.bench.latency import make_config, run
     from fedsparsify.errors import FedsparsifyError
 
-    config = make_config(
-        quick=quick,
-        out_dir=out,
-        workloads=tuple(workloads.split(",")) if workloads else None,
-        clients=clients,
-        rounds=rounds,
-        scaling_clients=None
-        if scaling_clients is None
-        else tuple(int(k) for k in scaling_clients.split(",") if k),
-        inference=inference,
-    )
     try:
+        config = make_config(
+            quick=quick,
+            out_dir=out,
+            workloads=tuple(workloads.split(",")) if workloads else None,
+            clients=clients,
+            rounds=rounds,
+            scaling_clients=None
+            if scaling_clients is None
+            else tuple(int(k) for k in scaling_clients.split(",") if k),
+            inference=inference,
+            modes=tuple(modes.split(",")) if modes else None,
+            sparsities=_sparsities(sparsities) if sparsities else None,
+        )
         run(config)
     except FedsparsifyError as exc:
         raise fail(exc) from exc

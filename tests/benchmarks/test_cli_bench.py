@@ -42,3 +42,30 @@ def test_bench_crypto_masking_runs_the_masking_benchmark(tmp_path: Path) -> None
     body = json.loads(out.read_text())
     assert [r["participants"] for r in body["rows"]] == [4, 16]
     assert all(r["upload_bytes_masked"] == r["upload_bytes_plain"] for r in body["rows"])
+
+
+def test_bench_latency_picks_modes_and_sparsities() -> None:
+    from fedsparsify.bench.latency import make_config
+
+    config = make_config(
+        quick=True,
+        out_dir=Path("x"),
+        modes=("ckks-peer-dense", "ckks-lean-sparse"),
+        sparsities=(0.95,),
+    )
+    assert config.plan("vec100k") == [("ckks-peer-dense", 0.0), ("ckks-lean-sparse", 0.95)]
+
+
+def test_bench_latency_names_a_bad_mode_or_sparsity(tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = ["--out", str(tmp_path)]
+    result = runner.invoke(app, ["bench", "latency", "--modes", "ckks-lean,plaintext", *out])
+    assert result.exit_code == 1
+    assert "unknown mode(s) ['ckks-lean']" in result.output
+    result = runner.invoke(app, ["bench", "latency", "--sparsities", "0.9,1.5", *out])
+    assert result.exit_code == 1
+    assert "strictly between 0 and 1, got [1.5]" in result.output
+    result = runner.invoke(app, ["bench", "latency", "--sparsities", "0.9,most", *out])
+    assert result.exit_code == 1
+    assert "'most' is not a number" in result.output
+    assert not any(tmp_path.iterdir())  # refused before anything ran

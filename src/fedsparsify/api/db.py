@@ -5,7 +5,11 @@ PostgreSQL (``postgresql+psycopg://``; any number of aggregator processes). SQLi
 for a server: WAL journal, ``synchronous=FULL`` (a committed upload survives a power cut), a
 busy timeout and foreign keys. :meth:`Database.session` is for transactions that write: on
 SQLite they start with ``BEGIN IMMEDIATE``, so concurrent writers wait for each other instead
-of failing on a lock upgrade. :meth:`Database.read` is for transactions that only read: a
+of failing on a lock upgrade; the writing transactions of this process also queue on a lock
+of their own from ``BEGIN`` to ``COMMIT`` or ``ROLLBACK``: SQLite's busy handler polls with
+sleeps of up to 100 ms, so a writer waiting inside SQLite can sleep on long after the lock is
+free, where one waiting on a Python lock starts the moment the other ends (SQLite's busy timeout
+still holds across processes). :meth:`Database.read` is for transactions that only read: a
 deferred ``BEGIN`` that takes no lock, so under WAL a polling GET never waits for an upload's
 commit (a read session must not write; SQLite refuses the upgrade when another writer came
 first).
@@ -20,6 +24,7 @@ Times are stored as UNIX seconds (floats): portable across databases and free of
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -257,7 +262,9 @@ class MetricSampleRow(Base):
     updated_at: Mapped[float] = mapped_column(Float, default=now)
 
 
-def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int, writer: threading.Lock) -> None:
+    wait_s = busy_timeout_ms / 1000.0
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own is deferred).
@@ -272,9 +279,40 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         read_only = conn.get_execution_options().get(_READ_ONLY, False)
+        # This process's writers queue here, where a release wakes the next one at once;
+        # after the busy timeout, go on and let SQLite's own busy handling decide.
+        if not read_only and writer.acquire(timeout=wait_s):
+            conn.info[_WRITER] = True
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
+    def _release(info: dict[str, Any]) -> None:
+        if info.pop(_WRITER, False):
+            writer.release()
 
+    @event.listens_for(engine, "commit")
+    @event.listens_for(engine, "rollback")
+    def _on_end(conn: Any) -> None:
+        if not conn.invalidated:  # else released on invalidation (and info would reconnect)
+            _release(conn.info)
+
+    # A connection reset, given back, invalidated or closed without commit or rollback.
+    @event.listens_for(engine, "reset")
+    def _on_reset(_dbapi_connection: Any, record: Any, _reset_state: Any) -> None:
+        _release(record.info)
+
+    @event.listens_for(engine, "invalidate")
+    def _on_invalidate(_dbapi_connection: Any, record: Any, _exception: Any) -> None:
+        _release(record.info)
+
+    @event.listens_for(engine, "checkin")
+    @event.listens_for(engine, "close")
+    def _on_gone(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            _release(record.info)
+
+
+#: ``Connection.info`` key: this connection's transaction holds the process's writer lock.
+_WRITER = "fedsparsify_writer"
 _READ_ONLY = "fedsparsify_read_only"
 
 
@@ -294,8 +332,10 @@ class Database:
             self.engine = create_engine(url, **kwargs)
         except (ArgumentError, ImportError) as exc:
             raise ConfigError(f"database URL {redact(url)!r}: {exc}") from exc
+        #: This process's SQLite writers queue on it (see the module's docstring).
+        self._writer = threading.Lock()
         if self.is_sqlite:
-            _configure_sqlite(self.engine, busy_timeout_ms)
+            _configure_sqlite(self.engine, busy_timeout_ms, self._writer)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
         self._read_factory = sessionmaker(
             self.engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False

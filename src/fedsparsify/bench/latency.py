@@ -15,10 +15,14 @@ masks for the encrypted modes), run, for every workload and mode, a fresh federa
   sparse encrypted row is compared with.
 
 Sparse rows prune once, before round 0 (a one-shot schedule to the row's sparsity); dense rows
-run FedAvg. Sites do not train (the probe's stand-in takes the model's kept coordinates).
-Each row holds the medians over sites and rounds of the client phases (their sum is
-``client_round_s``; waiting for the other sites is excluded, and so is ``other_s``: the
-runtime's roster check, evaluation, state files and metrics report; ``upload`` is the PUT's
+run FedAvg. Sites neither train nor evaluate (stand-ins take the model's kept coordinates and
+report no metrics), run one torch thread each and poll as the real client does (every 0.5 s):
+four sites share two cores here, and a site's training, evaluation, OpenMP workers or polling
+would otherwise slow the others' timed phases (measured: polling every 10 ms, as this benchmark
+did before, doubled the sparse rows' client time). Each row holds the medians over sites and
+rounds of the client phases (their sum is ``client_round_s``; waiting for the other sites is
+excluded, and so is ``other_s``: the runtime's roster check, state files and metrics report;
+``upload`` is the PUT's
 wall time, which includes the aggregator receiving, validating and adding the upload, because it
 answers once the upload is in the sum), the server's own seconds per upload from its
 ``/metrics`` (``server_validate_s``: receive, validate and, since wire format 3, add while the
@@ -52,7 +56,7 @@ from fedsparsify.bench.sites import SitePool
 from fedsparsify.bench.workloads import build_workload, model_spec
 from fedsparsify.clients.launcher import confirm_peers, start_aggregator
 from fedsparsify.clients.rest import AggregatorClient
-from fedsparsify.errors import FedsparsifyError
+from fedsparsify.errors import ConfigError, FedsparsifyError
 
 __all__ = [
     "MODE_PRESETS",
@@ -409,6 +413,8 @@ def make_config(
     rounds: int | None = None,
     scaling_clients: tuple[int, ...] | None = None,
     inference: bool = True,
+    modes: tuple[str, ...] | None = None,
+    sparsities: tuple[float, ...] | None = None,
 ) -> LatencyConfig:
     """The quick or full configuration with the given overrides (what the CLI and the script
     build from their options)."""
@@ -425,4 +431,15 @@ def make_config(
         changes["scaling_clients"] = scaling_clients
     if not inference:
         changes["inference_model"] = None
+    if modes:
+        unknown = sorted(set(modes) - set(MODE_PRESETS))
+        if unknown:
+            raise ConfigError(f"unknown mode(s) {unknown}; choose from {sorted(MODE_PRESETS)}")
+        changes["modes"] = modes
+        changes["modes_by_workload"] = {}
+    if sparsities:
+        bad = [s for s in sparsities if not 0.0 < s < 1.0]
+        if bad:
+            raise ConfigError(f"sparsities must lie strictly between 0 and 1, got {bad}")
+        changes["sparsities"] = sparsities
     return replace(base, **changes)

@@ -142,7 +142,9 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "Client phases are medians over sites and rounds; `client s` is the median sum of a "
         "site's phases in a round (waiting for the other sites excluded, and so is `other s`: "
-        "the real client's roster check, evaluation, state files and metrics report). "
+        "the real client's roster check, state files and metrics report; sites neither "
+        "train nor evaluate, run one torch thread each and poll every 0.5 s, as the real "
+        "client does). "
         "`upload` is the PUT's wall time and includes the aggregator receiving, validating and "
         "adding the upload. `validate s` (receiving, checking and adding while the body streams "
         "in) and `add s` (adding, streamed or at commit) are the aggregator's own seconds per "

@@ -20,8 +20,9 @@ With ``crypto_workers`` (``--crypto-workers``), updates of at least
 pool``).
 
 Hooks, for benchmarks: a :class:`RoundProbe` hears how long each step of a round took (the
-codec's crypto phases included), and ``train`` can stand in for :meth:`Site.train`, so that the
-round the benchmark times is the one users run, without training in it.
+codec's crypto phases included), and ``train`` and ``evaluate`` can stand in for
+:meth:`Site.train` and :meth:`Site.evaluate`, so that the round the benchmark times is the one
+users run, without the model's own compute in it.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class ClientRuntime:
         on_round: Callable[[RoundReport], None] | None = None,
         probe: RoundProbe | None = None,
         train: Callable[[Site], LocalUpdate] | None = None,
+        evaluate: Callable[[Site], dict[str, float]] | None = None,
         crypto_workers: int = 0,
         crypto_workers_min_values: int = DEFAULT_POOL_MIN_VALUES,
     ) -> None:
@@ -122,6 +124,7 @@ class ClientRuntime:
         self.on_round = on_round
         self.probe = probe
         self._train = train or Site.train
+        self._evaluate: Callable[[Site], dict[str, float]] = evaluate or Site.evaluate
         self._workers = (crypto_workers, crypto_workers_min_values)
         self._pool: FramePool | None = None
         self._anon = AggregatorClient(server, verify=verify)
@@ -367,7 +370,7 @@ class ClientRuntime:
             )
         plan = self.site.plan
         assert plan is not None
-        for key, value in self.site.evaluate().items():
+        for key, value in self._evaluate(self.site).items():
             metrics[f"val_{key}"] = value
         metrics["sparsity"] = plan.sparsity
         metrics["n_values"] = float(plan.n_values)
@@ -497,7 +500,7 @@ class ClientRuntime:
         started = time.perf_counter()
         mask = self.site.finish(previous)
         self._timed(last, "finish", started)
-        metrics = {f"final_val_{k}": v for k, v in self.site.evaluate().items()}
+        metrics = {f"final_val_{k}": v for k, v in self._evaluate(self.site).items()}
         metrics["final_sparsity"] = sparsity(mask)
         summary = final_summary(
             self.site,

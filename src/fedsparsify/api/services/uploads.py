@@ -298,6 +298,8 @@ class UploadService:
             staged.discard()
         if not accepted.duplicate:
             self.state.metrics.uploads_accepted.labels(channel=ticket.channel).inc()
+        if not complete:  # the state it committed in ("collecting")
+            return accepted
         return accepted.model_copy(update={"round_state": self._state_of(ticket)})
 
     def _state_of(self, ticket: UploadTicket) -> str:
@@ -352,16 +354,15 @@ class UploadService:
                     started = time.perf_counter()
                     new_sum = self.files.add_to_sum(ctx, fid, index, channel, same, upload_path)
                     seconds = time.perf_counter() - started
-                session.add(
-                    UploadRow(
-                        round_id=rnd.id,
-                        client_id=client_id,
-                        channel=channel,
-                        bytes=staged.bytes,
-                        sha256=staged.sha256,
-                        weight=header.weight,
-                    )
+                row = UploadRow(
+                    round_id=rnd.id,
+                    client_id=client_id,
+                    channel=channel,
+                    bytes=staged.bytes,
+                    sha256=staged.sha256,
+                    weight=header.weight,
                 )
+                session.add(row)
                 if rnd.mask_digest is None:
                     rnd.mask_digest = header.mask_digest
                 if rnd.value_count is None:
@@ -384,7 +385,8 @@ class UploadService:
                 client_id,
                 staged.bytes,
             )
-            complete = set(complete_uploaders(rnd, uploads_of(session, rnd)))
+            # Under the round lock nobody else added an upload: no need to read them again.
+            complete = set(complete_uploaders(rnd, [*uploads, row]))
             return (
                 self._accepted(ticket, staged, rnd.state, duplicate=False),
                 complete == set(rnd.participants),
