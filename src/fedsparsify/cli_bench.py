@@ -314,6 +314,15 @@ def bench_latency(
     sparsities: Annotated[
         str | None, typer.Option(help="comma-separated sparsities of the sparse modes, e.g. 0.95")
     ] = None,
+    site_poll_s: Annotated[
+        float | None, typer.Option(help="how often the sites poll (default 0.5 s, the client's)")
+    ] = None,
+    site_threads: Annotated[
+        int | None, typer.Option(help="torch threads per site (default 1; 0: one per core)")
+    ] = None,
+    site_evaluate: Annotated[
+        bool, typer.Option(help="sites evaluate their model each round, as users' do")
+    ] = False,
 ) -> None:
     """Dense and sparse encrypted rounds over real HTTP, phase by phase, with the aggregator's
     scaling and the pruned model's inference costs."""
@@ -333,6 +342,9 @@ def bench_latency(
             inference=inference,
             modes=tuple(modes.split(",")) if modes else None,
             sparsities=_sparsities(sparsities) if sparsities else None,
+            site_poll_s=site_poll_s,
+            site_threads=site_threads,
+            site_evaluate=site_evaluate,
         )
         run(config)
     except FedsparsifyError as exc:

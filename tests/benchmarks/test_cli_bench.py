@@ -69,3 +69,17 @@ def test_bench_latency_names_a_bad_mode_or_sparsity(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "'most' is not a number" in result.output
     assert not any(tmp_path.iterdir())  # refused before anything ran
+
+
+def test_bench_latency_site_options_reach_the_config() -> None:
+    from fedsparsify.bench.latency import make_config
+
+    default = make_config(quick=True, out_dir=Path("x"))
+    assert (default.site_poll_s, default.site_threads, default.site_evaluate) == (0.5, 1, False)
+    old = make_config(
+        quick=True, out_dir=Path("x"), site_poll_s=0.01, site_threads=0, site_evaluate=True
+    )
+    assert (old.site_poll_s, old.site_threads, old.site_evaluate) == (0.01, 0, True)
+    result = CliRunner().invoke(app, ["bench", "latency", "--site-threads", "-1"])
+    assert result.exit_code == 1
+    assert "site threads must be >= 0" in result.output

@@ -50,6 +50,7 @@ from typing import Any
 
 from fedsparsify import __version__
 from fedsparsify.bench.latency_client import CLIENT_PHASES, ClientJob
+from fedsparsify.bench.latency_client import POLL_S as SITE_POLL_S
 from fedsparsify.bench.probes import RssSampler, ServerCounters, read_counters
 from fedsparsify.bench.provenance import git_commit
 from fedsparsify.bench.sites import SitePool
@@ -104,6 +105,11 @@ class LatencyConfig:
     inference_repeats: int = 5
     seed: int = 0
     quick: bool = False
+    #: How the site processes run (see the module's docstring): poll interval, torch threads
+    #: (0: torch's default, one per core) and whether they evaluate each round.
+    site_poll_s: float = SITE_POLL_S
+    site_threads: int = 1
+    site_evaluate: bool = False
 
     def plan(self, workload: str) -> list[tuple[str, float]]:
         """``(mode, sparsity)`` rows of one workload, in table order."""
@@ -258,8 +264,10 @@ def measure_row(
     rounds: int,
     seed: int,
     scratch: Path,
+    config: LatencyConfig,
 ) -> dict[str, Any]:
-    """One mode at one sparsity: a fresh federation, ``rounds`` rounds with every site."""
+    """One mode at one sparsity: a fresh federation, ``rounds`` rounds with every site (run
+    as ``config``'s ``site_*`` fields say)."""
     preset = MODE_PRESETS[mode]
     spec = row_spec(workload, mode, sparsity, rounds=rounds, clients=pool.size, seed=seed)
     created = admin.create_federation(spec)
@@ -280,6 +288,9 @@ def measure_row(
                 preset=preset,
                 rounds=rounds,
                 seed=seed,
+                poll_s=config.site_poll_s,
+                threads=config.site_threads,
+                evaluate=config.site_evaluate,
             )
             for name in names
         ]
@@ -346,6 +357,7 @@ def run(config: LatencyConfig) -> dict[str, Any]:
                         rounds=rounds,
                         seed=config.seed,
                         scratch=Path(tmp) / "sites",
+                        config=config,
                     )
                     rows.append(row)
                     _progress(
@@ -415,6 +427,9 @@ def make_config(
     inference: bool = True,
     modes: tuple[str, ...] | None = None,
     sparsities: tuple[float, ...] | None = None,
+    site_poll_s: float | None = None,
+    site_threads: int | None = None,
+    site_evaluate: bool = False,
 ) -> LatencyConfig:
     """The quick or full configuration with the given overrides (what the CLI and the script
     build from their options)."""
@@ -442,4 +457,13 @@ def make_config(
         if bad:
             raise ConfigError(f"sparsities must lie strictly between 0 and 1, got {bad}")
         changes["sparsities"] = sparsities
+    if site_poll_s is not None:
+        if not 0.0 < site_poll_s <= 10.0:
+            raise ConfigError(f"the sites' poll interval must be in (0, 10] s, got {site_poll_s}")
+        changes["site_poll_s"] = site_poll_s
+    if site_threads is not None:
+        if site_threads < 0:
+            raise ConfigError(f"site threads must be >= 0 (0: torch's default), got {site_threads}")
+        changes["site_threads"] = site_threads
+    changes["site_evaluate"] = site_evaluate
     return replace(base, **changes)

@@ -56,10 +56,12 @@ CLIENT_PHASES = (
 )
 #: Training samples of every benchmark site (equal weights).
 NUM_SAMPLES = 2
-#: How often a site polls: the real client's default (every 10 ms, four sites loaded the shared
-#: machine and the aggregator while the others' phases were timed).
+#: How often a site polls by default: the real client's default (every 10 ms, four sites loaded
+#: the shared machine and the aggregator while the others' phases were timed).
 POLL_S = 0.5
 WAIT_LIMIT_S = 3600.0
+#: torch's own thread count in a fresh process (one per core), for ``threads=0``.
+_DEFAULT_THREADS = torch.get_num_threads()
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,9 @@ class ClientJob:
     preset: str
     rounds: int
     seed: int
+    poll_s: float = POLL_S
+    threads: int = 1
+    evaluate: bool = False
 
 
 def site_data(name: str, task: str, shape: tuple[int, ...], seed: int) -> SiteData:
@@ -185,6 +190,10 @@ def split_phases(
 
 def run_job(job: ClientJob, warmed: set[str]) -> list[dict[str, Any]]:
     """Take part in every round of the job's federation; one record per round."""
+    # Four sites share two cores here, where each would have a machine of its own: with torch's
+    # default of one thread per core, their OpenMP workers spin while the others' phases are
+    # timed (the aggregator's launcher sets OMP_NUM_THREADS=1 for the same reason). 0: default.
+    torch.set_num_threads(job.threads or _DEFAULT_THREADS)
     if job.preset not in warmed:
         _warm_up(job.preset)
         warmed.add(job.preset)
@@ -201,11 +210,11 @@ def run_job(job: ClientJob, warmed: set[str]) -> list[dict[str, Any]]:
         state_dir=job.state_dir,
         enrollment_token=job.enrollment_token,
         name=job.name,
-        poll_s=POLL_S,
+        poll_s=job.poll_s,
         peers=job.peers,
         probe=probe,
         train=untrained,
-        evaluate=unevaluated,
+        evaluate=None if job.evaluate else unevaluated,
     )
     runtime.run(max_wait_s=WAIT_LIMIT_S)
     return probe.records(job.name, job.rounds)
@@ -217,10 +226,6 @@ def client_main(
     """Process entry point: run jobs until ``None``; report ``("done", name, records)`` or
     ``("error", name, message)`` for each."""
     logging.basicConfig(level=logging.WARNING)
-    # Four sites share two cores here, where each would have a machine of its own: with
-    # torch's default of one thread per core, their OpenMP workers spin while the others'
-    # phases are timed (the aggregator's launcher sets OMP_NUM_THREADS=1 for the same reason).
-    torch.set_num_threads(1)
     warmed: set[str] = set()
     while (job := jobs.get()) is not None:
         try:

@@ -123,6 +123,16 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _site_method(config: dict[str, Any]) -> str:
+    """How the sites ran (older results files: as before these settings existed)."""
+    poll = config.get("site_poll_s", 0.01)
+    threads = config.get("site_threads", 0)
+    evaluate = config.get("site_evaluate", True)
+    how = "torch's default threads" if not threads else f"{threads} torch thread(s)"
+    does = "evaluate each round" if evaluate else "do not evaluate"
+    return f"they {does}, run {how} each and poll every {poll:g} s"
+
+
 def _fmt_ratio(x: float | None) -> str:
     return "n/a" if x is None else f"{x:,.1f}x"
 
@@ -142,9 +152,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "Client phases are medians over sites and rounds; `client s` is the median sum of a "
         "site's phases in a round (waiting for the other sites excluded, and so is `other s`: "
-        "the real client's roster check, state files and metrics report; sites neither "
-        "train nor evaluate, run one torch thread each and poll every 0.5 s, as the real "
-        "client does). "
+        "the real client's roster check, state files and metrics report). Sites do not "
+        f"train; {_site_method(result.get('config', {}))}. "
         "`upload` is the PUT's wall time and includes the aggregator receiving, validating and "
         "adding the upload. `validate s` (receiving, checking and adding while the body streams "
         "in) and `add s` (adding, streamed or at commit) are the aggregator's own seconds per "
