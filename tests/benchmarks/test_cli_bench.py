@@ -83,3 +83,27 @@ def test_bench_latency_site_options_reach_the_config() -> None:
     result = CliRunner().invoke(app, ["bench", "latency", "--site-threads", "-1"])
     assert result.exit_code == 1
     assert "site threads must be >= 0" in result.output
+
+
+def test_bench_latency_records_the_command_with_its_flags() -> None:
+    from fedsparsify.bench.latency import config_command, make_config
+
+    assert config_command(make_config(quick=False, out_dir=Path("benchmarks/results"))) == (
+        "fedsparsify bench latency"
+    )
+    config = make_config(
+        quick=False,
+        out_dir=Path("benchmarks/results/latency-2-sites"),
+        workloads=("brainage", "vec1m"),
+        clients=2,
+        scaling_clients=(),
+        inference=False,
+        site_poll_s=0.01,
+        site_threads=0,
+        site_evaluate=True,
+    )
+    assert config_command(config) == (
+        "fedsparsify bench latency --out benchmarks/results/latency-2-sites --workloads "
+        "brainage,vec1m --clients 2 --scaling-clients '' --no-inference --site-poll-s 0.01 "
+        "--site-threads 0 --site-evaluate"
+    )

@@ -411,9 +411,33 @@ def run(config: LatencyConfig) -> dict[str, Any]:
 
 
 def config_command(config: LatencyConfig) -> str:
-    """The command that reproduces a run with this configuration (default or quick)."""
-    base = "fedsparsify bench latency"
-    return f"{base} --quick --out {config.out_dir}" if config.quick else base
+    """The command that reproduces a run with this configuration: the flags that make it
+    differ from the default (or quick) one."""
+    base = quick_config(config.out_dir) if config.quick else full_config()
+    args = ["fedsparsify bench latency"] + (["--quick"] if config.quick else [])
+    if config.quick or config.out_dir != base.out_dir:
+        args.append(f"--out {config.out_dir}")
+    if config.workloads != base.workloads:
+        args.append(f"--workloads {','.join(config.workloads)}")
+    if config.clients != base.clients:
+        args.append(f"--clients {config.clients}")
+    if (config.rounds, config.rounds_by_workload) != (base.rounds, base.rounds_by_workload):
+        args.append(f"--rounds {config.rounds}")
+    if config.scaling_clients != base.scaling_clients:
+        args.append(f"--scaling-clients '{','.join(str(k) for k in config.scaling_clients)}'")
+    if config.inference_model is None and base.inference_model is not None:
+        args.append("--no-inference")
+    if (config.modes, config.modes_by_workload) != (base.modes, base.modes_by_workload):
+        args.append(f"--modes {','.join(config.modes)}")
+    if config.sparsities != base.sparsities:
+        args.append(f"--sparsities {','.join(f'{s:g}' for s in config.sparsities)}")
+    if config.site_poll_s != base.site_poll_s:
+        args.append(f"--site-poll-s {config.site_poll_s:g}")
+    if config.site_threads != base.site_threads:
+        args.append(f"--site-threads {config.site_threads}")
+    if config.site_evaluate:
+        args.append("--site-evaluate")
+    return " ".join(args)
 
 
 def make_config(
