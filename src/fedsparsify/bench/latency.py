@@ -18,12 +18,13 @@ Sparse rows prune once, before round 0 (a one-shot schedule to the row's sparsit
 run FedAvg. Sites neither train nor evaluate (stand-ins take the model's kept coordinates and
 report no metrics), run one torch thread each and poll as the real client does (every 0.5 s):
 four sites share two cores here, and a site's training, evaluation, OpenMP workers or polling
-would otherwise slow the others' timed phases (measured: polling every 10 ms, as this benchmark
-did before, doubled the sparse rows' client time). Each row holds the medians over sites and
-rounds of the client phases (their sum is ``client_round_s``; waiting for the other sites is
-excluded, and so is ``other_s``: the runtime's roster check, state files and metrics report;
-``upload`` is the PUT's
-wall time, which includes the aggregator receiving, validating and adding the upload, because it
+would otherwise slow the others' timed phases (measured: run as this benchmark ran them
+before, polling every 10 ms with torch's default threads and evaluating, the sparse rows at
+0.95 took 2.2-2.4x longer; ``--site-poll-s 0.01 --site-threads 0 --site-evaluate``). Each
+row holds the medians over sites and rounds of the client phases (their sum is
+``client_round_s``; waiting for the other sites is excluded, and so is ``other_s``: the
+runtime's roster check, state files and metrics report; ``upload`` is the PUT's wall time,
+which includes the aggregator receiving, validating and adding the upload, because it
 answers once the upload is in the sum), the server's own seconds per upload from its
 ``/metrics`` (``server_validate_s``: receive, validate and, since wire format 3, add while the
 body streams in; ``server_add_s``: adding, streamed or at commit) and per round
